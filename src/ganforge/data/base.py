@@ -1,0 +1,238 @@
+"""The in-memory base every dataset builds on.
+
+A dataset here is small enough (MNIST, CIFAR-10, a folder of thumbnails) to live in memory as one
+uint8 tensor, so a training batch is a single tensor index, and the float conversion and the flip
+run on the device as one batch op. `load` is all a subclass writes; the base owns split caching,
+the DataLoader and the augmentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ganforge.errors import ConfigError
+
+SPLITS = ("train", "test")
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 images in 0..255 → float32 in [-1, 1], the range of G's tanh output."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Float images in [-1, 1] → uint8 in 0..255; out-of-range generator outputs are clamped."""
+    return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+# The checks take the full key (`data.batch_size`) so the message names what the user typed.
+
+
+def check_int(key: str, value: Any, minimum: int = 1) -> None:
+    # bool is an int subclass, but `batch_size: true` in a yaml is a typo, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{key}={value!r} must be {what}")
+
+
+def check_positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}={value!r} must be a positive number")
+
+
+def check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+
+
+def seeded_permutation(n: int, seed: int) -> Tensor:
+    """A permutation of range(n) that depends only on `seed` (not on the global RNG state)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+class TensorDictDataset(Dataset):
+    """Rows of in-memory tensors, served as `{"x": ..., "label": ...}` dicts."""
+
+    def __init__(self, x: Tensor, label: Tensor | None = None) -> None:
+        assert label is None or len(label) == len(x)
+        self.x, self.label = x, label
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        # The DataLoader hands over a whole batch of indices: one gather per tensor instead of
+        # batch_size Python calls followed by a collate.
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        batch = {"x": self.x[idx]}
+        if self.label is not None:
+            batch["label"] = self.label[idx]
+        return batch
+
+
+def pass_through(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """collate_fn: `__getitems__` already built the batch. Module-level so workers can pickle it."""
+    return batch
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base DataModule: a subclass implements `load(split)`; everything else lives here.
+
+    Config files repeat the dataset's shape facts (`data.channels`, `data.image_size`,
+    `data.n_classes`) so model configs can interpolate them; the constructor accepts those keys and
+    checks them against the dataset, so an override like `data.channels=3` on MNIST fails loudly
+    instead of building a model that cannot eat the data.
+    """
+
+    # Shape facts, known from the config before any data is read: models are built from them
+    # before `setup`. Subclasses override these (as class constants or in __init__).
+    name: str = "data"
+    _channels: int | None = None
+    _image_size: int | None = None
+    _n_classes: int | None = None
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        batches_per_step: int = 1,
+        flip: bool = False,
+        num_workers: int = 0,
+        drop_last: bool = True,
+        name: str | None = None,
+        channels: int | None = None,
+        image_size: int | None = None,
+        n_classes: int | None = None,
+    ) -> None:
+        """
+        Args:
+            batch_size: samples per discriminator step.
+            batches_per_step: the loader yields `batch_size * batches_per_step` samples, because
+                the GAN system splits one loader batch into `n_critic` discriminator chunks.
+            flip: random horizontal flip per sample (images only), applied on the device.
+            num_workers, drop_last: passed to the DataLoader.
+            name: a label for logs and run directories (defaults to the dataset's own).
+            channels, image_size, n_classes: the config's copy of the dataset's shape facts;
+                None means "whatever the dataset has", anything else must match it.
+        """
+        super().__init__()
+        if name is not None:
+            self.name = name
+        check_int("data.batch_size", batch_size)
+        check_int("data.batches_per_step", batches_per_step)
+        check_int("data.num_workers", num_workers, minimum=0)
+        check_bool("data.flip", flip)
+        check_bool("data.drop_last", drop_last)
+        if flip and not self.is_image:
+            raise ConfigError(
+                f"data.flip=true only applies to images, but data={self.name} is 2-D points"
+            )
+        self.batch_size, self.batches_per_step = batch_size, batches_per_step
+        self.flip, self.num_workers, self.drop_last = flip, num_workers, drop_last
+        for key, declared in (
+            ("channels", channels),
+            ("image_size", image_size),
+            ("n_classes", n_classes),
+        ):
+            if declared is not None and declared != (actual := getattr(self, key)):
+                raise ConfigError(
+                    f"data.{key}={declared} but data={self.name} has {key}={actual}; "
+                    f"drop the override (it is fixed by the dataset)"
+                )
+        self._splits: dict[str, tuple[Tensor, Tensor | None]] = {}
+
+    # --- shape facts --------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> int | None:
+        return self._channels
+
+    @property
+    def image_size(self) -> int | None:
+        return self._image_size
+
+    @property
+    def n_classes(self) -> int | None:
+        return self._n_classes
+
+    @property
+    def is_image(self) -> bool:
+        return self._channels is not None
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def load(self, split: str) -> tuple[Tensor, Tensor | None]:
+        """Read one split: uint8 images (N, C, H, W) or float32 points (N, D), and int64 labels
+        (N,) or None. Called at most once per split per instance."""
+        raise NotImplementedError
+
+    def no_test_split(self, fix: str) -> ConfigError:
+        """The error for datasets without a test split; `fix` says what to do instead."""
+        return ConfigError(f"data={self.name} has no test split; {fix}")
+
+    def split(self, split: str) -> tuple[Tensor, Tensor | None]:
+        """The cached (x, label) of a split, loaded on first use."""
+        if split not in SPLITS:
+            raise ConfigError(f"split={split!r} must be one of {SPLITS}")
+        if split not in self._splits:
+            x, label = self.load(split)
+            assert x.dtype == (torch.uint8 if self.is_image else torch.float32), x.dtype
+            assert label is None or (label.dtype == torch.int64 and len(label) == len(x))
+            self._splits[split] = (x, label)
+        return self._splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        # Lightning calls setup once per stage (and per process): the cache makes repeats free.
+        self.split("train")
+
+    def train_dataloader(self) -> DataLoader:
+        x, label = self.split("train")
+        loader_batch = self.batch_size * self.batches_per_step
+        if self.drop_last and len(x) < loader_batch:
+            raise ConfigError(
+                f"data.batch_size*data.batches_per_step={loader_batch} is more than the "
+                f"{len(x)} training samples of data={self.name}, so every batch would be dropped; "
+                f"lower data.batch_size or set data.drop_last=false"
+            )
+        # A plain DataLoader (batch_size + shuffle, no custom sampler) so Lightning can swap in
+        # a DistributedSampler under DDP.
+        return DataLoader(
+            TensorDictDataset(x, label),
+            batch_size=loader_batch,
+            shuffle=True,
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+            collate_fn=pass_through,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
+        # Runs on the device, so the uint8 → float conversion costs a quarter of the host→device
+        # traffic and the flip is one vectorised op instead of per-sample PIL work.
+        if not self.is_image or batch["x"].dtype != torch.uint8:
+            return batch
+        x = to_float(batch["x"])
+        training = self.trainer is None or self.trainer.training
+        if self.flip and training:
+            mask = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+        return {**batch, "x": x}
+
+    def real_samples(self, n: int | None, split: str = "train", seed: int = 0) -> Tensor:
+        """Up to n real samples (uint8 images or float points): the first n of a permutation
+        seeded by `seed`, so reference statistics are reproducible. n=None takes the whole split."""
+        if n is not None:
+            check_int("n", n)
+        x, _ = self.split(split)
+        return x[seeded_permutation(len(x), seed)[:n]]
