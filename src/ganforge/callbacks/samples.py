@@ -1,0 +1,78 @@
+"""Sample pictures from the fixed noise every N GAN iterations: an image grid, or for 2-D data a
+scatter of generated points over the real modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import matplotlib
+import numpy as np
+import torch
+from torch import Tensor
+
+from ganforge.callbacks.images import image_grid, save_and_log_image
+
+matplotlib.use("Agg")  # headless: no display on clusters or CI
+import matplotlib.pyplot as plt
+
+N_SCATTER = 2000  # points per 2-D scatter; fixed seed so frames are comparable
+
+
+def scatter_image(
+    fake: Tensor, real: Tensor | None, modes: Tensor | None, title: str
+) -> np.ndarray:
+    """Render generated 2-D points over real data as an (H, W, 3) uint8 image."""
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    if real is not None:
+        r = real.detach().cpu().numpy()
+        ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="real")
+    f = fake.detach().float().cpu().numpy()
+    ax.scatter(f[:, 0], f[:, 1], s=2, c="tab:blue", alpha=0.5, label="generated")
+    if modes is not None:
+        m = modes.cpu().numpy()
+        ax.scatter(m[:, 0], m[:, 1], s=40, marker="x", c="tab:red", label="modes")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=6, markerscale=3)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+class SampleGrid(L.Callback):
+    """Every `every_n_iters` GAN iterations and at the end, save `dirpath/iter_XXXXXXX.png`."""
+
+    def __init__(self, dirpath: str, every_n_iters: int = 500, ema: bool = True) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_iters = every_n_iters
+        self.ema = ema
+        self._last_iter = -1
+        self.last_path: Path | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.iteration % self.every_n_iters == 0:
+            self.render(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.render(trainer, pl_module)
+
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        it = pl_module.iteration
+        if it == self._last_iter or not trainer.is_global_zero:
+            return None
+        self._last_iter = it
+        if getattr(pl_module.G, "is_image", True):
+            image = image_grid(pl_module.generate(pl_module.fixed_z, ema=self.ema))
+        else:
+            z = torch.randn(N_SCATTER, pl_module.z_dim, generator=torch.Generator().manual_seed(0))
+            dm = trainer.datamodule
+            real = dm.real_samples(N_SCATTER) if dm is not None else None
+            modes = getattr(dm, "modes", None)
+            fake = pl_module.generate(z, ema=self.ema)
+            image = scatter_image(fake, real, modes, f"iteration {it}")
+        path = self.dirpath / f"iter_{it:07d}.png"
+        self.last_path = save_and_log_image(image, path, "samples", it, trainer.loggers)
+        return path

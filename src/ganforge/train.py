@@ -1,0 +1,110 @@
+"""`ganforge-train`: compose `conf/train.yaml`, build data, system and trainer, fit.
+
+`train(cfg)` is a plain function (usable from notebooks and tests); `main` is the thin Hydra
+wrapper that turns user errors into one message and an exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+
+log = logging.getLogger("ganforge")
+
+
+def config_dir() -> Path:
+    """`conf/` inside an installed wheel, else the repository's top-level `conf/` (editable)."""
+    packaged = Path(__file__).with_name("conf")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the GAN described by `cfg`; return the final metrics (floats keyed `stage/name`)."""
+    _check(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    # n_critic D updates each consume a fresh real batch, so one loader batch holds n_critic.
+    datamodule = build(cfg.data, batches_per_step=cfg.system.n_critic)
+    meta = {
+        "data": cfg.data.name,
+        "channels": cfg.data.channels,
+        "image_size": cfg.data.image_size,
+        "n_classes": cfg.data.get("n_classes"),
+        "model": cfg.model.name,
+    }
+    # _convert_="all": optimizer kwargs become plain lists/dicts, which load with weights_only.
+    system = build(cfg.system, meta=meta, _convert_="all")
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: dict[str, Any] = dict(system.last_metrics)
+    metrics["train/iterations"] = system.iteration
+    metrics["output_dir"] = str(out)
+    return metrics
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`instantiate`, but a ganforge user error inside a constructor surfaces as itself.
+
+    Hydra wraps constructor exceptions in InstantiationException, which would bury the message
+    that names the config key behind a traceback.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, GanforgeError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _check(cfg: DictConfig) -> None:
+    """Fail on inconsistent settings before any data is loaded or anything is written."""
+    max_iters = cfg.train.get("max_iters")
+    endless = max_iters is None and cfg.trainer.get("max_epochs", -1) in (-1, None)
+    if endless and not cfg.trainer.get("fast_dev_run"):
+        raise ConfigError(
+            "train.max_iters=null and trainer.max_epochs=-1 would train forever; "
+            "set train.max_iters=N or trainer.max_epochs=N"
+        )
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise CheckpointError(f"ckpt_path={ckpt} does not exist; pass the path of a .ckpt file")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except GanforgeError as err:
+        log.error("%s: %s", type(err).__name__, err)
+        sys.exit(2)
+    objective = cfg.get("objective")
+    return metrics.get(objective) if objective else None
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
