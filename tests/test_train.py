@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import CONF, compose_train
+from conftest import CONF, compose_train, data_overrides, write_images
 from ganforge.errors import CheckpointError, ConfigError, DataError
 from ganforge.train import train
 
@@ -27,79 +25,88 @@ def test_every_config_option_composes_and_resolves(tmp_path: Path, group: str, o
     assert container["system"]["_target_"] == "ganforge.system.GANSystem"
 
 
-# --- offline stand-ins for the downloadable datasets ---------------------------------------------
-def write_idx(folder: Path, prefix: str, n: int) -> None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    folder.mkdir(parents=True, exist_ok=True)
-    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(np.array([0, 0, 8, 3], np.uint8).tobytes())
-        f.write(np.array([n, 28, 28], ">i4").tobytes() + images.tobytes())
-    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(np.array([0, 0, 8, 1], np.uint8).tobytes())
-        f.write(np.array([n], ">i4").tobytes() + labels.tobytes())
-
-
-def write_cifar(root: Path, n: int) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"labels": rng.integers(0, 10, n).tolist(),
-        }
-        (folder / name).write_bytes(pickle.dumps(batch))
-
-
-def write_images(root: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        sub = root / f"class{i % 2}"
-        sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(sub / f"{i}.png")
-
-
-def data_overrides(data: str, tmp_path: Path) -> list[str]:
-    root = tmp_path / "data"
-    if data in ("mnist", "fashion_mnist"):
-        write_idx(root, "train", 64)
-        return [f"data.root={root}", "data.download=false"]
-    if data == "cifar10":
-        write_cifar(root, 32)
-        return [f"data.root={root}", "data.download=false"]
-    if data == "image_folder":
-        write_images(root, 40)
-        return [f"data.root={root}", "data.image_size=32"]
-    return []
-
-
 DATASETS = ["toy_ring", "toy_grid", "mnist5k", "mnist", "fashion_mnist", "cifar10", "image_folder"]
 LOSSES = ["minimax", "non_saturating", "lsgan", "hinge", "wgan_gp", "relativistic"]
-TINY = {"mlp": ["model.hidden=16", "model.depth=1"], "dcgan": ["model.base_width=4"]}
+TINY = {
+    "mlp": ["model.hidden=16", "model.depth=1"],
+    "dcgan": ["model.base_width=4"],
+    "resnet": ["model.g_width=8", "model.d_width=8"],
+}
+# Image sizes each model cannot build (the toys have none): a ConfigError naming data.image_size.
+UNSUPPORTED = {
+    "mlp": (),
+    "dcgan": ("toy_ring", "toy_grid"),
+    "resnet": ("toy_ring", "toy_grid", "mnist5k", "mnist", "fashion_mnist"),
+}
 
 
-@pytest.mark.parametrize("data", DATASETS)
-@pytest.mark.parametrize("model", ["mlp", "dcgan"])
-@pytest.mark.parametrize("loss", LOSSES)
-def test_fast_dev_run(tmp_path: Path, data: str, model: str, loss: str) -> None:
-    overrides = [
-        f"data={data}",
-        f"model={model}",
-        f"loss={loss}",
-        "debug=fast_dev_run",
-        "data.batch_size=8",
-    ]
-    overrides += TINY[model]
-    cfg = compose_train(tmp_path, *overrides, *data_overrides(data, tmp_path))
-    if model == "dcgan" and data.startswith("toy"):
+def run_fast_dev(tmp_path: Path, data: str, model: str, *overrides: str) -> None:
+    base = [f"data={data}", f"model={model}", "debug=fast_dev_run", "data.batch_size=8"]
+    # The variant's overrides come last, so they may change what data_overrides set.
+    fake_data = data_overrides(data, tmp_path)
+    cfg = compose_train(tmp_path, *base, *TINY[model], *fake_data, *overrides)
+    if data in UNSUPPORTED[model]:
         with pytest.raises(ConfigError, match=r"data\.image_size"):
             train(cfg)
         return
     metrics = train(cfg)
     assert metrics["train/iterations"] == 1
     assert np.isfinite(metrics["train/d_loss"]) and np.isfinite(metrics["train/g_loss"])
+
+
+@pytest.mark.parametrize("data", DATASETS)
+@pytest.mark.parametrize("model", ["mlp", "dcgan", "resnet"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_fast_dev_run(tmp_path: Path, data: str, model: str, loss: str) -> None:
+    run_fast_dev(tmp_path, data, model, f"loss={loss}")
+
+
+# The zoo's options, each on a model and dataset it applies to (with a loss or penalty that
+# exercises its interaction with the regularizers).
+VARIANTS = {
+    "cbn-projection-dcgan": ("mnist5k", "dcgan", ["model.conditional=projection"]),
+    "acgan-dcgan-gp": ("mnist5k", "dcgan", ["model.conditional=acgan", "loss=wgan_gp"]),
+    "acgan-mlp-toy": ("toy_ring", "mlp", ["model.conditional=acgan"]),
+    "projection-mlp-r1": ("toy_grid", "mlp", ["model.conditional=projection", "loss.r1_gamma=1"]),
+    "projection-resnet": ("cifar10", "resnet", ["model.conditional=projection", "loss=hinge"]),
+    "acgan-resnet-64": (
+        "image_folder",
+        "resnet",
+        ["data.labels=true", "data.n_classes=2", "data.image_size=64", "model.conditional=acgan"],
+    ),
+    "sn-mlp": ("toy_ring", "mlp", ["model.spectral_norm=true"]),
+    "sn-dcgan-r1": ("mnist5k", "dcgan", ["model.spectral_norm=true", "loss.r1_gamma=1"]),
+    "resnet-no-sn": ("cifar10", "resnet", ["model.spectral_norm=false"]),
+    "pack-mlp-gp": ("toy_ring", "mlp", ["model.pack=2", "loss=wgan_gp"]),
+    "pack-dcgan-relativistic": ("mnist5k", "dcgan", ["model.pack=4", "loss=relativistic"]),
+    "pack-resnet-projection-gp": (
+        "cifar10",
+        "resnet",
+        ["model.pack=2", "loss=wgan_gp", "model.conditional=projection"],
+    ),
+    "diffaugment-dcgan-r1": (
+        "mnist5k",
+        "dcgan",
+        ["system.diffaugment='color,translation,cutout'", "loss.r1_gamma=1"],
+    ),
+    "diffaugment-resnet-pack-gp": (
+        "cifar10",
+        "resnet",
+        ["system.diffaugment='translation,cutout'", "model.pack=2", "loss=wgan_gp"],
+    ),
+    "linear-decay-ttur": (
+        "toy_ring",
+        "mlp",
+        ["optim.decay=linear", "optim.decay_start=100", "optim.lr_d=4e-4"],
+    ),
+    "sgd": ("toy_ring", "mlp", ["optim=sgd"]),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fast_dev_run_zoo_options(tmp_path: Path, variant: str) -> None:
+    data, model, overrides = VARIANTS[variant]
+    run_fast_dev(tmp_path, data, model, *overrides)
 
 
 def test_smoke_run_writes_config_checkpoints_samples_and_logs(tmp_path: Path) -> None:
@@ -184,3 +191,29 @@ def test_endless_run_is_refused(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, "train.max_iters=null")
     with pytest.raises(ConfigError, match=r"train\.max_iters"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_toy_ring_run_covers_at_least_six_modes(tmp_path: Path) -> None:
+    """`ganforge-train data=toy_ring model=mlp`, as the README promises: the ring is covered."""
+    from ganforge.data.toy import ToyRingDataModule
+    from ganforge.metrics.toy2d import mode_stats
+    from ganforge.system import GANSystem
+
+    cfg = compose_train(
+        tmp_path, "data=toy_ring", "model=mlp", "callbacks.samples.every_n_iters=5000"
+    )
+    train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    system = torch.load(ckpt, weights_only=True)
+    assert system["ganforge"]["iteration"] == cfg.train.max_iters
+    from hydra.utils import instantiate
+
+    model = instantiate(cfg.system, meta=None, _convert_="all")
+    assert isinstance(model, GANSystem)
+    model.load_state_dict(system["state_dict"])
+    dm = ToyRingDataModule(batch_size=8)
+    z = torch.randn(2500, model.z_dim, generator=torch.Generator().manual_seed(1))
+    stats = mode_stats(model.generate(z), dm.modes, dm.std)
+    assert stats["modes_captured"] >= 6, stats
+    assert (tmp_path / "samples" / f"iter_{cfg.train.max_iters:07d}.png").is_file()

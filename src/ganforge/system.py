@@ -4,6 +4,10 @@ One `training_step` is one GAN iteration: `n_critic` discriminator updates, then
 update, with manual optimization so that each network's step only ever moves that network. The
 iteration counter (G updates) is the x-axis of every log, the run length and every interval;
 Lightning's `global_step` counts both optimizers' steps and is never shown to users.
+
+Conditional models (`conditional` = projection or acgan) get labels: real images come with
+theirs, fakes are drawn for labels sampled uniformly, and the fixed noise has one row per class.
+DiffAugment, when on, sits between every image and D, in both updates and in the penalties.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
+from ganforge.augment import diff_augment, parse_policy
 from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
+from ganforge.models.layers import CONDITIONAL
 from ganforge.regularizers import gradient_penalty, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -51,6 +59,12 @@ class GANSystem(L.LightningModule):
         n_fixed: int = 64,
         seed: int = 0,
         meta: dict[str, Any] | None = None,
+        conditional: str = "none",
+        n_classes: int | None = None,
+        aux_weight: float = 1.0,
+        diffaugment: str | None = None,
+        lr_decay: str = "none",
+        decay_start: int = 0,
     ) -> None:
         super().__init__()
         _check_positive(n_critic=n_critic, log_every=log_every, n_fixed=n_fixed)
@@ -59,6 +73,8 @@ class GANSystem(L.LightningModule):
             _check_positive(max_iters=max_iters)
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"system.ema_decay={ema_decay} must be in (0, 1), or null to disable")
+        _check_conditional(discriminator, conditional, n_classes)
+        _check_lr_decay(lr_decay, decay_start, max_iters)
         # Modules and factories are not hyperparameters: pickling them into the checkpoint would
         # break weights_only loading. Their descriptions are saved in on_save_checkpoint instead.
         self.save_hyperparameters(
@@ -68,13 +84,19 @@ class GANSystem(L.LightningModule):
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.n_critic, self.max_iters = n_critic, max_iters
+        self.n_classes = None if conditional == "none" else n_classes
+        self.augment_policy = parse_policy(diffaugment)
+        # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
+        self.pack: int = getattr(discriminator, "pack", 1)
         self.G_ema: nn.Module | None = None
         if ema_decay is not None:
             self.G_ema = copy.deepcopy(generator).requires_grad_(False)
         self.iteration = 0  # GAN iterations = generator updates; saved in the checkpoint
-        z = torch.randn(n_fixed, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-        # A persistent buffer: saved and restored with the weights, so grids stay comparable.
+        z, y = self._fixed_inputs(n_fixed, seed)
+        # Persistent buffers: saved and restored with the weights, so grids stay comparable.
+        # (fixed_y is None, and absent from the state dict, for an unconditional model.)
         self.register_buffer("fixed_z", z)
+        self.register_buffer("fixed_y", y)
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
 
@@ -86,44 +108,88 @@ class GANSystem(L.LightningModule):
     def sample_z(self, n: int) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.fixed_z.device)
 
+    def sample_y(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
+        """Labels drawn uniformly over the classes, or None for an unconditional model."""
+        if self.n_classes is None:
+            return None
+        device = self.fixed_z.device if generator is None else generator.device
+        y = torch.randint(self.n_classes, (n,), device=device, generator=generator)
+        return y.to(self.fixed_z.device)
+
+    def _fixed_inputs(self, n_fixed: int, seed: int) -> tuple[Tensor, Tensor | None]:
+        """The grid's noise; for a conditional model, one row per class (ceil(n_fixed /
+        n_classes) columns) where each column repeats one z, so a row shows the class and a
+        column the style."""
+        g = torch.Generator().manual_seed(seed)
+        if self.n_classes is None:
+            return torch.randn(n_fixed, self.G.z_dim, generator=g), None
+        columns = -(-n_fixed // self.n_classes)
+        z = torch.randn(columns, self.G.z_dim, generator=g).repeat(self.n_classes, 1)
+        return z, torch.arange(self.n_classes).repeat_interleave(columns)
+
     @torch.no_grad()
-    def generate(self, z: Tensor, ema: bool = True) -> Tensor:
-        """Samples in the data's range, from the EMA generator when there is one, in eval mode."""
+    def generate(self, z: Tensor, y: Tensor | None = None, ema: bool = True) -> Tensor:
+        """Samples in the data's range, from the EMA generator when there is one, in eval mode.
+        A conditional model draws the classes `y`, uniformly sampled ones when y is None."""
         net = self.G_ema if ema and self.G_ema is not None else self.G
+        z = z.to(self.fixed_z.device)
+        if self.n_classes is not None:
+            y = self.sample_y(z.shape[0]) if y is None else y.to(z.device)
         was_training = net.training
         net.eval()
         try:
-            return net(z.to(self.fixed_z.device))
+            return self._g(net, z, y)
         finally:
             net.train(was_training)
+
+    @staticmethod
+    def _g(net: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+        # Unconditional generators are called with z alone, so any nn.Module G(z) works.
+        return net(z) if y is None else net(z, y)
+
+    def _d(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """D's logits on DiffAugment(x), and its per-sample class logits when it is an ACGAN."""
+        if self.augment_policy:
+            x = diff_augment(x, self.augment_policy)
+        if self.hparams.conditional == "acgan":
+            return self.D.judge(x, y)
+        return (self.D(x) if y is None else self.D(x, y)), None
 
     # --- the GAN iteration -------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         reals = batch["x"].chunk(self.n_critic)
-        for real in reals:
+        labels = self._real_labels(batch, len(reals))
+        for real, y_real in zip(reals, labels, strict=True):
             with self.toggled_optimizer(opt_d):
+                y_fake = self.sample_y(real.shape[0])
                 with torch.no_grad():
                     # D sees detached fakes: its step must not move G.
-                    fake = self.G(self.sample_z(real.shape[0]))
-                d_real, d_fake = self.D(real), self.D(fake)
+                    fake = self._g(self.G, self.sample_z(real.shape[0]), y_fake)
+                (d_real, c_real), (d_fake, _) = self._d(real, y_real), self._d(fake, y_fake)
                 d_adv = self.loss.discriminator(d_real, d_fake)
-                d_loss = d_adv + self._d_penalty(real, fake)
+                # ACGAN's classifier learns from real labels only: a fake's label is what G was
+                # asked for, not what it drew.
+                d_aux = self._aux_loss(c_real, y_real)
+                d_loss = d_adv + d_aux + self._d_penalty(real, fake, y_real)
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(d_loss)
                 opt_d.step()
 
         with self.toggled_optimizer(opt_g):
-            fake = self.G(self.sample_z(reals[-1].shape[0]))
-            g_fake = self.D(fake)
-            g_real = self.D(reals[-1]) if self.loss.generator_needs_real else None
-            g_loss = self.loss.generator(g_fake, g_real)
+            y_fake = self.sample_y(reals[-1].shape[0])
+            fake = self._g(self.G, self.sample_z(reals[-1].shape[0]), y_fake)
+            g_fake, c_fake = self._d(fake, y_fake)
+            g_real = self._d(reals[-1], labels[-1])[0] if self.loss.generator_needs_real else None
+            # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
+            g_loss = self.loss.generator(g_fake, g_real) + self._aux_loss(c_fake, y_fake)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
 
         self.iteration += 1
         self._update_ema()
+        self._step_lr_decay()
         if self.iteration % self.hparams.log_every == 0 or self.iteration == 1:
             metrics = {
                 "train/d_loss": d_loss.detach(),
@@ -136,15 +202,39 @@ class GANSystem(L.LightningModule):
         if self.max_iters is not None and self.iteration >= self.max_iters:
             self.trainer.should_stop = True
 
-    def _d_penalty(self, real: Tensor, fake: Tensor) -> Tensor | float:
+    def _real_labels(self, batch: dict[str, Tensor], n: int) -> list[Tensor | None]:
+        if self.n_classes is None:
+            return [None] * n
+        if "label" not in batch:
+            raise ConfigError(
+                f"model.conditional={self.hparams.conditional} needs labelled data, but the "
+                "batches have no labels; use a labelled dataset (data.labels=true for "
+                "data=image_folder) or model.conditional=none"
+            )
+        return list(batch["label"].chunk(n))
+
+    def _aux_loss(self, class_logits: Tensor | None, y: Tensor | None) -> Tensor | float:
+        if class_logits is None:
+            return 0.0
+        return self.hparams.aux_weight * F.cross_entropy(class_logits, y)
+
+    def _d_penalty(self, real: Tensor, fake: Tensor, y: Tensor | None = None) -> Tensor | float:
+        """Penalties on D as trained: with the real labels (interpolates keep them too) and
+        through DiffAugment."""
+
+        def critic(x: Tensor) -> Tensor:
+            return self._d(x, y)[0]
+
         penalty: Tensor | float = 0.0
         if self.hparams.gp_weight > 0:
-            penalty = penalty + self.hparams.gp_weight * gradient_penalty(self.D, real, fake)
+            gp = gradient_penalty(critic, real, fake, pack=self.pack)
+            penalty = penalty + self.hparams.gp_weight * gp
         interval = self.hparams.r1_interval
         if self.hparams.r1_gamma > 0 and self.iteration % interval == 0:
             # Lazy regularization (Karras et al. 2020): apply every `interval` iterations, scaled
             # up by the interval so the expected penalty is unchanged.
-            penalty = penalty + 0.5 * self.hparams.r1_gamma * interval * r1_penalty(self.D, real)
+            r1 = r1_penalty(critic, real, pack=self.pack)
+            penalty = penalty + 0.5 * self.hparams.r1_gamma * interval * r1
         return penalty
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -164,8 +254,7 @@ class GANSystem(L.LightningModule):
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        # Before ema_start the average just follows G, so early, poor weights don't linger in it.
-        decay = self.hparams.ema_decay if self.iteration > self.hparams.ema_start else 0.0
+        decay = ema_decay_at(self.hparams.ema_decay, self.iteration, self.hparams.ema_start)
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         # BatchNorm statistics are not averaged: the EMA generator uses G's current ones.
@@ -182,8 +271,28 @@ class GANSystem(L.LightningModule):
         self.log_dict(short, prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     # --- optimizers and checkpoints ---------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.g_optimizer(self.G.parameters()), self.d_optimizer(self.D.parameters())]
+    def configure_optimizers(self) -> Any:
+        opts = [self.g_optimizer(self.G.parameters()), self.d_optimizer(self.D.parameters())]
+        if self.hparams.lr_decay == "none":
+            return opts
+        # Stepped by hand once per GAN iteration (manual optimization); Lightning saves and
+        # restores their state with the checkpoint.
+        factor = linear_decay(self.hparams.decay_start, self.max_iters)
+        return opts, [LambdaLR(opt, factor) for opt in opts]
+
+    def _step_lr_decay(self) -> None:
+        if self.hparams.lr_decay != "none":
+            for scheduler in self.lr_schedulers():
+                scheduler.step()
+
+    def on_fit_start(self) -> None:
+        # The batch size is the data's business: check it against D's pack size before step 1.
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if batch_size is not None and batch_size % self.pack:
+            raise ConfigError(
+                f"data.batch_size={batch_size} is not divisible by model.pack={self.pack}: D "
+                f"judges packs of {self.pack} samples; set data.batch_size to a multiple of it"
+            )
 
     def on_train_start(self) -> None:
         if self.max_iters is not None and self.iteration >= self.max_iters:
@@ -196,11 +305,64 @@ class GANSystem(L.LightningModule):
             "discriminator": describe_module(self.D),
             "loss": self.loss.name,
             "has_ema": self.G_ema is not None,
+            "conditional": self.hparams.conditional,
+            "n_classes": self.n_classes,
             "meta": self.hparams.meta or {},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.iteration = int(checkpoint.get("ganforge", {}).get("iteration", 0))
+
+
+def linear_decay(start: int, end: int) -> Callable[[int], float]:
+    """LR factor after `it` iterations: 1 until `start`, then linearly down to 0 at `end`."""
+
+    def factor(it: int) -> float:
+        return 1.0 - max(0, it - start) / (end - start)
+
+    return factor
+
+
+def _check_conditional(discriminator: nn.Module, conditional: str, n_classes: int | None) -> None:
+    if conditional not in CONDITIONAL:
+        raise ConfigError(f"model.conditional={conditional!r} must be one of {list(CONDITIONAL)}")
+    if conditional != "none" and n_classes is None:
+        raise ConfigError(
+            f"model.conditional={conditional} needs a labelled dataset, but data.n_classes is "
+            "null; pick a dataset with labels or set model.conditional=none"
+        )
+    built_as = getattr(discriminator, "conditional", "none")
+    if built_as != conditional:
+        raise ConfigError(
+            f"system.conditional={conditional} but the discriminator was built with "
+            f"conditional={built_as}; set both from model.conditional"
+        )
+
+
+def _check_lr_decay(lr_decay: str, decay_start: int, max_iters: int | None) -> None:
+    if lr_decay not in ("none", "linear"):
+        raise ConfigError(f"optim.decay={lr_decay!r} must be 'none' or 'linear'")
+    if lr_decay == "linear":
+        if max_iters is None:
+            raise ConfigError(
+                "optim.decay=linear decays the learning rates to 0 at train.max_iters, which is "
+                "null; set train.max_iters=N or optim.decay=none"
+            )
+        if not (isinstance(decay_start, int) and 0 <= decay_start < max_iters):
+            raise ConfigError(
+                f"optim.decay_start={decay_start} must be an integer in [0, train.max_iters="
+                f"{max_iters})"
+            )
+
+
+def ema_decay_at(decay: float, iteration: int, start: int) -> float:
+    """EMA decay after G update `iteration`: 0 (a plain copy) up to `start`, then warmed up as
+    min(decay, (1 + n) / (10 + n)) for n updates since start, so the average of a short run is not
+    dominated by the random initial weights (0.999 ** 1000 still leaves them 37 % of the mix)."""
+    if iteration <= start:
+        return 0.0
+    n = iteration - start
+    return min(decay, (1 + n) / (10 + n))
 
 
 def _check_positive(**values: int) -> None:
