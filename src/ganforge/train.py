@@ -41,17 +41,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # n_critic D updates each consume a fresh real batch, so one loader batch holds n_critic.
     datamodule = build(cfg.data, batches_per_step=cfg.system.n_critic)
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
     meta = {
         "data": cfg.data.name,
         "channels": cfg.data.channels,
         "image_size": cfg.data.image_size,
         "n_classes": cfg.data.get("n_classes"),
         "model": cfg.model.name,
+        # The data arguments, without `_target_`: ganforge-eval rebuilds the reference dataset
+        # from its own conf/data/<name>.yaml and these values, never from a stored target.
+        "data_args": {k: v for k, v in data_args.items() if k != "_target_"},
     }
     # _convert_="all": optimizer kwargs become plain lists/dicts, which load with weights_only.
     system = build(cfg.system, meta=meta, _convert_="all")
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    # A callback set to null (e.g. `callbacks.evaluation=null`) is switched off.
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -1,0 +1,141 @@
+"""`ganforge-eval`, `ganforge-sample`, the evaluation callback and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import compose_train
+from ganforge import checkpoint as ckpt_mod
+from ganforge.errors import CheckpointError, ConfigError
+from ganforge.metrics.inception import default_weights_path
+from ganforge.train import config_dir, train
+
+needs_weights = pytest.mark.skipif(
+    not default_weights_path().is_file(), reason="run ganforge-fetch-inception first"
+)
+
+
+@pytest.fixture(scope="module")
+def smoke_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint of the default experiment (DCGAN on mnist5k), 4 iterations, tiny width."""
+    out = tmp_path_factory.mktemp("run")
+    train(compose_train(out, "debug=smoke", "model.base_width=8"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def sample_cfg(ckpt: Path, out: Path, **kw):
+    cfg = OmegaConf.load(config_dir() / "sample.yaml")
+    del cfg["defaults"], cfg["hydra"]
+    cfg.ckpt, cfg.out = str(ckpt), str(out)
+    cfg.merge_with(kw)
+    return cfg
+
+
+def test_sample_grid_and_interpolation(smoke_ckpt: Path, tmp_path: Path) -> None:
+    from ganforge.sample import sample
+
+    grid = sample(sample_cfg(smoke_ckpt, tmp_path / "grid.png", n=16))
+    assert Image.open(grid).size == (4 * 30 + 2, 4 * 30 + 2)
+    interp = sample(
+        sample_cfg(smoke_ckpt, tmp_path / "interp.png", n=16, interpolate=True, steps=8)
+    )
+    assert Image.open(interp).size == (8 * 30 + 2, 2 * 30 + 2)
+    with pytest.raises(ConfigError, match="overwrite=true"):
+        sample(sample_cfg(smoke_ckpt, tmp_path / "grid.png", n=16))
+
+
+def test_load_generator_prefers_ema(smoke_ckpt: Path) -> None:
+    raw, record, used = ckpt_mod.load_generator(smoke_ckpt, ema=False)
+    ema, _, used_ema = ckpt_mod.load_generator(smoke_ckpt, ema=True)
+    assert (used, used_ema) == (False, True) and record["iteration"] == 4
+    state = torch.load(smoke_ckpt, weights_only=True)["state_dict"]
+    first = next(iter(ema.state_dict()))
+    assert torch.equal(ema.state_dict()[first], state[f"G_ema.{first}"])
+    assert torch.equal(raw.state_dict()[first], state[f"G.{first}"])
+
+
+def test_corrupt_truncated_and_foreign_checkpoints(smoke_ckpt: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "trunc.ckpt"
+    truncated.write_bytes(smoke_ckpt.read_bytes()[:1000])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "epoch": 1}, foreign)
+    for path, message in [
+        (truncated, "corrupt, truncated"),
+        (garbage, "corrupt, truncated"),
+        (foreign, "not a ganforge checkpoint"),
+        (tmp_path / "missing.ckpt", "does not exist"),
+    ]:
+        with pytest.raises(CheckpointError, match=message):
+            ckpt_mod.load_checkpoint(path)
+
+
+def test_a_checkpoint_cannot_name_arbitrary_code(smoke_ckpt: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(smoke_ckpt, weights_only=True)
+    ckpt["ganforge"]["generator"]["class"] = "os.system"
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ckpt, evil)
+    with pytest.raises(CheckpointError, match="refusing to build it"):
+        ckpt_mod.load_generator(evil)
+
+
+def test_evaluation_callback_logs_toy_mode_coverage(tmp_path: Path) -> None:
+    cfg = compose_train(
+        tmp_path,
+        "experiment=toy_ring",
+        "train.max_iters=20",
+        "callbacks.evaluation.every_n_iters=10",
+        "callbacks.evaluation.evaluator.n_samples=500",
+    )
+    metrics = train(cfg)
+    assert {"val/modes_captured", "val/high_quality", "val/reverse_kl"} <= set(metrics)
+    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    logged = [row.split(",") for row in lines[1:]]
+    col = header.index("val/modes_captured")
+    assert [r[0] for r in logged if r[col]] == ["10", "20"]  # against iterations
+
+
+@needs_weights
+@pytest.mark.slow
+def test_eval_command_runs_offline_and_reuses_reference_stats(
+    smoke_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from ganforge import eval as eval_mod
+    from ganforge.metrics import reference
+
+    calls = []
+    real_extract = reference.extract_features
+    monkeypatch.setattr(
+        reference,
+        "extract_features",
+        lambda images, extractor: (calls.append(1), real_extract(images, extractor))[1],
+    )
+    cfg = OmegaConf.load(config_dir() / "eval.yaml")
+    del cfg["defaults"], cfg["hydra"]
+    cfg.metrics = OmegaConf.load(config_dir() / "metrics" / "default.yaml")
+    cfg.paths = {"data_dir": str(tmp_path)}
+    cfg.ckpt = str(smoke_ckpt)
+    cfg.metrics.n_samples = 24
+    cfg.metrics.reference_count = 24
+    cfg.metrics.batch_size = 12
+    cfg.metrics.cache_dir = str(tmp_path / "cache")
+    cfg.out = str(tmp_path / "eval.json")
+    first = eval_mod.evaluate_checkpoint(cfg)
+    assert len(calls) == 1  # reference features computed once (fakes go through evaluate)
+    second = eval_mod.evaluate_checkpoint(cfg)
+    assert len(calls) == 1  # ... and not again: the cached statistics were reused
+    assert first["metrics"] == second["metrics"]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["generator"] == "ema" and report["iteration"] == 4
+    assert report["protocol"]["reference_dataset"] == "mnist5k"
+    assert report["protocol"]["num_fake"] == 24 and report["protocol"]["resize"] == "tf1_bilinear"
+    assert set(report["metrics"]) == {"fid", "kid_mean", "kid_std", "precision", "recall"}
+    assert report["metrics"]["fid"] > 0
