@@ -56,6 +56,8 @@ def atomic_save_checkpoint(trainer: L.Trainer, path: Path) -> None:
     """Write to a temporary file and rename: a crash mid-write never leaves a half `last.ckpt`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(tmp)
+    # weights_only=False: a full, resumable checkpoint (optimizers, loops, callbacks) — and said
+    # explicitly, or Lightning logs a line about the default at every save.
+    trainer.save_checkpoint(tmp, weights_only=False)
     if trainer.is_global_zero:
         os.replace(tmp, path)
