@@ -1,0 +1,143 @@
+"""Pieces every model shares: the spectral-norm switch, PacGAN packing, class-conditional
+BatchNorm for generators and the label-dependent head of conditional discriminators.
+
+The model protocol the GAN system relies on:
+- a generator is called `G(z)`, or `G(z, y)` when it is conditional (`G.n_classes` is set);
+- a discriminator is called `D(x)` or `D(x, y)` and returns one logit per pack of `D.pack`
+  samples; `D.judge(x, y)` also returns per-sample class logits when `D.conditional == "acgan"`.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ganforge.errors import ConfigError
+
+CONDITIONAL = ("none", "projection", "acgan")
+
+
+def check_conditional(conditional: str, n_classes: int | None) -> int | None:
+    """The class count a model conditions on: None for `model.conditional=none`."""
+    if conditional not in CONDITIONAL:
+        raise ConfigError(f"model.conditional={conditional!r} must be one of {list(CONDITIONAL)}")
+    if conditional == "none":
+        return None
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ConfigError(
+            f"model.conditional={conditional} needs a labelled dataset, but data.n_classes="
+            f"{n_classes}; pick a dataset with labels (e.g. data=mnist5k; for data=image_folder "
+            "set data.labels=true and data.n_classes=<number of class folders>) or set "
+            "model.conditional=none"
+        )
+    return n_classes
+
+
+def check_pack(pack: int) -> int:
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise ConfigError(f"model.pack={pack!r} must be a positive integer (1 = no packing)")
+    return pack
+
+
+def require_labels(y: Tensor | None) -> Tensor:
+    if y is None:
+        raise ValueError("this model is class-conditional: call it with labels, model(x, y)")
+    return y
+
+
+def spectral_norm_(module: nn.Module) -> nn.Module:
+    """Spectrally normalise every conv, linear and embedding weight in `module` (Miyato et al.
+    2018). Call after weight init: the parametrization normalises whatever weight it wraps."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            spectral_norm(m)
+    return module
+
+
+def pack_samples(x: Tensor, pack: int) -> Tensor:
+    """(B, C, ...) -> (B/m, m*C, ...): m consecutive samples become one input (Lin et al. 2018),
+    concatenated along the feature (flat inputs) or channel (images) axis."""
+    if x.shape[0] % pack:
+        raise ConfigError(
+            f"a batch of {x.shape[0]} samples cannot be split into packs of model.pack={pack}; "
+            f"use a data.batch_size divisible by {pack}"
+        )
+    return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
+
+
+# --- generators -------------------------------------------------------------------------------
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class (de Vries et al. 2017; used by
+    Miyato & Koyama 2018): the label steers every normalised feature map of G."""
+
+    takes_label = True
+
+    def __init__(self, features: int, n_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(features, affine=False)
+        self.gamma = nn.Embedding(n_classes, features)
+        self.beta = nn.Embedding(n_classes, features)
+        # Start as plain BatchNorm: every class gets the identity affine map.
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        gamma, beta = self.gamma(y)[:, :, None, None], self.beta(y)[:, :, None, None]
+        return self.bn(x) * gamma + beta
+
+
+def batch_norm(features: int, n_classes: int | None) -> nn.Module:
+    """Plain BatchNorm for an unconditional G (so its state dict is unchanged), else cBN."""
+    if n_classes is None:
+        return nn.BatchNorm2d(features)
+    return ConditionalBatchNorm2d(features, n_classes)
+
+
+def call(layer: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """Apply `layer`, handing it the labels if it is one that takes them."""
+    return layer(x, y) if getattr(layer, "takes_label", False) else layer(x)
+
+
+class LabelledSequential(nn.Sequential):
+    """nn.Sequential that passes the labels to the layers that take them (same state-dict keys)."""
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        for layer in self:
+            x = call(layer, x, y)
+        return x
+
+
+# --- discriminators ---------------------------------------------------------------------------
+class ConditionalHead(nn.Module):
+    """The label terms of a discriminator, on its features h (one row per pack).
+
+    projection (Miyato & Koyama 2018): logit += <embed(y), h>; with packing, the embeddings of
+        the pack's samples are summed, so the term stays linear in each sample's label.
+    acgan (Odena et al. 2017): per-sample class logits from the same features, for an auxiliary
+        cross-entropy; a packed D predicts the m labels of its pack at once.
+    none: no parameters, contributes nothing.
+    """
+
+    def __init__(self, features: int, conditional: str, n_classes: int | None, pack: int) -> None:
+        super().__init__()
+        self.conditional, self.pack = conditional, pack
+        self.n_classes = check_conditional(conditional, n_classes)
+        if conditional == "projection":
+            self.embed = nn.Embedding(n_classes, features)
+            nn.init.xavier_uniform_(self.embed.weight)
+        elif conditional == "acgan":
+            self.classify = nn.Linear(features, pack * n_classes)
+
+    def forward(self, h: Tensor, y: Tensor | None) -> tuple[Tensor | float, Tensor | None]:
+        """(term added to the logits, class logits (B, n_classes) or None)."""
+        if self.conditional == "projection":
+            e = self.embed(require_labels(y)).view(h.shape[0], self.pack, -1).sum(1)
+            return (e * h).sum(1), None
+        if self.conditional == "acgan":
+            return 0.0, self.classify(h).view(-1, self.n_classes)
+        return 0.0, None
+
+
+def one_hot(y: Tensor, n_classes: int, like: Tensor) -> Tensor:
+    return F.one_hot(require_labels(y), n_classes).to(like.dtype)

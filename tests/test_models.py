@@ -1,0 +1,212 @@
+"""The model zoo's building blocks: spectral norm, PacGAN packing and label routing (cBN,
+projection, ACGAN), for the MLP, DCGAN and ResNet discriminators and generators."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ganforge.errors import ConfigError
+from ganforge.models import dcgan, mlp, resnet
+from ganforge.models.layers import ConditionalBatchNorm2d, pack_samples
+
+# Tiny versions of every discriminator, with the input shape each one eats.
+D_BUILDERS = {
+    "mlp": (lambda **kw: mlp.Discriminator(hidden=16, depth=2, dim=2, **kw), (2,)),
+    "mlp-image": (
+        lambda **kw: mlp.Discriminator(hidden=16, depth=2, channels=1, image_size=28, **kw),
+        (1, 28, 28),
+    ),
+    "dcgan": (lambda **kw: dcgan.Discriminator(base_width=8, **kw), (1, 28, 28)),
+    "resnet32": (lambda **kw: resnet.Discriminator(width=8, **kw), (3, 32, 32)),
+    "resnet64": (lambda **kw: resnet.Discriminator(image_size=64, width=8, **kw), (3, 64, 64)),
+}
+G_BUILDERS = {
+    "mlp": lambda **kw: mlp.Generator(z_dim=8, hidden=16, depth=2, dim=2, **kw),
+    "dcgan": lambda **kw: dcgan.Generator(z_dim=8, base_width=8, **kw),
+    "resnet32": lambda **kw: resnet.Generator(z_dim=8, width=8, **kw),
+    "resnet64": lambda **kw: resnet.Generator(z_dim=8, image_size=64, width=8, **kw),
+}
+
+
+def weighted_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+
+
+# --- spectral norm -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+@pytest.mark.parametrize("conditional", ["none", "projection", "acgan"])
+def test_spectral_norm_makes_every_d_weight_unit_norm(name: str, conditional: str) -> None:
+    build, shape = D_BUILDERS[name]
+    D = build(spectral_norm=True, conditional=conditional, n_classes=10)
+    layers = weighted_layers(D)
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    # Torch's spectral norm runs one power iteration per training-mode forward pass.
+    x, y = torch.randn(4, *shape), torch.randint(10, (4,))
+    with torch.no_grad():
+        for _ in range(60):
+            D(x, y)
+    for m in layers:
+        w = m.weight.detach()  # the normalised weight W / sigma(W)
+        sigma = torch.linalg.svdvals(w.reshape(w.shape[0], -1))[0].item()
+        assert sigma == pytest.approx(1.0, abs=0.02), type(m).__name__
+
+
+def test_spectral_norm_off_leaves_weights_alone_and_dcgan_sn_drops_batchnorm() -> None:
+    plain = dcgan.Discriminator(base_width=8)
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    sn = dcgan.Discriminator(base_width=8, spectral_norm=True)
+    # BatchNorm divides by batch statistics and would undo the Lipschitz bound SN sets.
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in sn.modules())
+
+
+# --- packing -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+@pytest.mark.parametrize("pack", [2, 3])
+def test_packed_discriminator_sees_m_samples_per_input(name: str, pack: int) -> None:
+    build, shape = D_BUILDERS[name]
+    D = build(pack=pack)
+    first = weighted_layers(D)[0]
+    seen: list[torch.Size] = []
+    first.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    out = D(torch.randn(4 * pack, *shape))
+    assert out.shape == (4,)  # one logit per pack
+    flat = torch.Size([4, pack * shape[0] * (shape[1] * shape[2] if name == "mlp-image" else 1)])
+    expected = flat if name.startswith("mlp") else torch.Size([4, pack * shape[0], *shape[1:]])
+    assert seen == [expected]
+
+
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+def test_packed_discriminator_rejects_an_indivisible_batch(name: str) -> None:
+    build, shape = D_BUILDERS[name]
+    D = build(pack=4)
+    with pytest.raises(ConfigError, match=r"10 samples.*model\.pack=4.*data\.batch_size"):
+        D(torch.randn(10, *shape))
+
+
+def test_packing_concatenates_consecutive_samples_along_channels() -> None:
+    x = torch.randn(6, 3, 4, 4)
+    packed = pack_samples(x, 3)
+    assert packed.shape == (2, 9, 4, 4)
+    assert torch.equal(packed[1], torch.cat([x[3], x[4], x[5]], dim=0))
+
+
+def test_bad_pack_and_conditional_values_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"model\.pack=0"):
+        mlp.Discriminator(dim=2, pack=0)
+    with pytest.raises(ConfigError, match=r"model\.conditional='concat'"):
+        dcgan.Generator(conditional="concat", n_classes=10)
+    with pytest.raises(ConfigError, match=r"labelled dataset.*data\.n_classes"):
+        dcgan.Discriminator(conditional="projection", n_classes=None)
+
+
+# --- label routing -------------------------------------------------------------------------------
+def test_conditional_batchnorm_applies_the_class_affine_map() -> None:
+    cbn = ConditionalBatchNorm2d(3, n_classes=4).eval()
+    with torch.no_grad():
+        cbn.gamma.weight.copy_(torch.arange(12.0).view(4, 3))
+        cbn.beta.weight.copy_(-torch.arange(12.0).view(4, 3))
+    x, y = torch.randn(5, 3, 2, 2), torch.tensor([0, 1, 2, 3, 1])
+    normed = cbn.bn(x)
+    expected = normed * cbn.gamma(y)[:, :, None, None] + cbn.beta(y)[:, :, None, None]
+    torch.testing.assert_close(cbn(x, y), expected)
+    assert not torch.allclose(cbn(x, y), cbn(x, (y + 1) % 4))
+
+
+@pytest.mark.parametrize("name", list(G_BUILDERS))
+def test_conditional_generator_draws_what_the_label_says(name: str) -> None:
+    G = G_BUILDERS[name](conditional="projection", n_classes=10)
+    if name != "mlp":
+        assert any(isinstance(m, ConditionalBatchNorm2d) for m in G.modules())
+        with torch.no_grad():  # make the class embeddings differ, as training would
+            for m in G.modules():
+                if isinstance(m, ConditionalBatchNorm2d):
+                    m.gamma.weight.normal_(1.0, 0.5)
+    G.eval()  # batch statistics would couple the samples; eval isolates the label's effect
+    z = torch.randn(4, 8)
+    y = torch.tensor([0, 1, 2, 3])
+    a, b, again = G(z, y), G(z, (y + 5) % 10), G(z, y)
+    assert torch.equal(a, again)
+    assert (a - b).flatten(1).abs().amax(1).min() > 0  # every sample changed with its label
+    with pytest.raises(ValueError, match="labels"):
+        G(z)
+
+
+@pytest.mark.parametrize("name", list(G_BUILDERS))
+def test_unconditional_generator_keeps_its_plain_batchnorm(name: str) -> None:
+    G = G_BUILDERS[name]()
+    assert not any(isinstance(m, ConditionalBatchNorm2d) for m in G.modules())
+    assert G(torch.randn(2, 8)).shape[0] == 2
+
+
+def features(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The features h that the final linear layer and the projection both read."""
+    if isinstance(D, mlp.Discriminator):
+        return D.net[:-1](x.flatten(1))
+    if isinstance(D, dcgan.Discriminator):
+        return D.net[:-1](x).flatten(1)
+    return torch.relu(D.blocks(x)).sum(dim=(2, 3))
+
+
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+def test_projection_term_is_the_inner_product_of_embedding_and_features(name: str) -> None:
+    build, shape = D_BUILDERS[name]
+    D = build(conditional="projection", n_classes=10).eval()
+    x, y = torch.randn(3, *shape), torch.tensor([1, 7, 7])
+    with torch.no_grad():
+        h = features(D, x)
+        unconditional = D.judge(x, y)[0] - (D.head.embed(y) * h).sum(1)
+        for other in (torch.tensor([0, 0, 0]), torch.tensor([9, 2, 5])):
+            expected = unconditional + (D.head.embed(other) * h).sum(1)
+            torch.testing.assert_close(D(x, other), expected, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(D(x, y), D(x, (y + 1) % 10))
+
+
+def test_packed_projection_sums_the_embeddings_of_the_pack() -> None:
+    D = mlp.Discriminator(hidden=8, depth=1, dim=2, pack=2, conditional="projection", n_classes=5)
+    x, y = torch.randn(4, 2), torch.tensor([0, 3, 1, 1])
+    with torch.no_grad():
+        h = D.net[:-1](pack_samples(x, 2))
+        e = D.head.embed(y)
+        expected = D.net[-1](h).squeeze(1) + ((e[0::2] + e[1::2]) * h).sum(1)
+        torch.testing.assert_close(D(x, y), expected)
+
+
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+@pytest.mark.parametrize("pack", [1, 2])
+def test_acgan_head_gives_class_logits_per_sample(name: str, pack: int) -> None:
+    build, shape = D_BUILDERS[name]
+    D = build(conditional="acgan", n_classes=10, pack=pack)
+    logits, class_logits = D.judge(torch.randn(4, *shape))
+    assert logits.shape == (4 // pack,) and class_logits.shape == (4, 10)
+    # The adversarial logit ignores the label: ACGAN conditions D only through its classifier.
+    x = torch.randn(4, *shape)
+    D.eval()
+    torch.testing.assert_close(D(x, torch.zeros(4, dtype=torch.long)), D(x))
+
+
+@pytest.mark.parametrize("size", [28, 48, None])
+def test_resnet_rejects_other_image_sizes_naming_the_key(size: int | None) -> None:
+    with pytest.raises(ConfigError, match=rf"data\.image_size={size}.*\[32, 64\]"):
+        resnet.Generator(image_size=size)
+    with pytest.raises(ConfigError, match=rf"data\.image_size={size}"):
+        resnet.Discriminator(image_size=size)
+
+
+def test_resnet_matches_the_sngan_cifar_sizes() -> None:
+    # Miyato et al. 2018's CIFAR-10 ResNet: about 4.3M parameters in G and 1.0M in D.
+    G, D = resnet.Generator(), resnet.Discriminator()
+    assert 4.2e6 < sum(p.numel() for p in G.parameters()) < 4.4e6
+    assert 1.0e6 < sum(p.numel() for p in D.parameters()) < 1.1e6
+    assert G(torch.randn(2, 128)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+def test_models_rebuild_from_init_args(name: str) -> None:
+    build, _ = D_BUILDERS[name]
+    D = build(spectral_norm=True, pack=2, conditional="projection", n_classes=10)
+    clone = type(D)(**D.init_args)
+    clone.load_state_dict(D.state_dict())  # strict: same parametrizations, heads and buffers
