@@ -1,5 +1,5 @@
-"""Sample pictures from the fixed noise every N GAN iterations: an image grid, or for 2-D data a
-scatter of generated points over the real modes."""
+"""Sample pictures from the fixed noise every N GAN iterations: an image grid (one row per class
+for a conditional model), or for 2-D data a scatter of generated points over the real modes."""
 
 from __future__ import annotations
 
@@ -65,13 +65,18 @@ class SampleGrid(L.Callback):
             return None
         self._last_iter = it
         if getattr(pl_module.G, "is_image", True):
-            image = image_grid(pl_module.generate(pl_module.fixed_z, ema=self.ema))
+            fixed_y = pl_module.fixed_y
+            fake = pl_module.generate(pl_module.fixed_z, fixed_y, ema=self.ema)
+            # Conditional: the fixed noise is laid out one row per class.
+            columns = None if fixed_y is None else len(fixed_y) // pl_module.n_classes
+            image = image_grid(fake, nrow=columns)
         else:
             z = torch.randn(N_SCATTER, pl_module.z_dim, generator=torch.Generator().manual_seed(0))
+            y = pl_module.sample_y(N_SCATTER, generator=torch.Generator().manual_seed(1))
             dm = trainer.datamodule
             real = dm.real_samples(N_SCATTER) if dm is not None else None
             modes = getattr(dm, "modes", None)
-            fake = pl_module.generate(z, ema=self.ema)
+            fake = pl_module.generate(z, y, ema=self.ema)
             image = scatter_image(fake, real, modes, f"iteration {it}")
         path = self.dirpath / f"iter_{it:07d}.png"
         self.last_path = save_and_log_image(image, path, "samples", it, trainer.loggers)
