@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ganforge.checkpoint import load_checkpoint, load_generator
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.cli import report_user_errors
+from ganforge.errors import CheckpointError, ConfigError
 from ganforge.evaluation import Evaluator
 from ganforge.train import config_dir
 
@@ -95,14 +95,11 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+@report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        if not cfg.metrics.names:
-            raise ConfigError("metrics.names is empty; e.g. metrics.names=[fid,kid,pr]")
-        evaluate_checkpoint(cfg)
-    except GanforgeError as err:
-        log.error("%s: %s", type(err).__name__, err)
-        sys.exit(2)
+    if not cfg.metrics.names:
+        raise ConfigError("metrics.names is empty; e.g. metrics.names=[fid,kid,pr]")
+    evaluate_checkpoint(cfg)
 
 
 def main() -> None:

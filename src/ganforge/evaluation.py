@@ -67,7 +67,7 @@ class Evaluator:
     def fake_batches(
         self, generate: Generate, z_dim: int, n_classes: int | None, device
     ) -> Iterator[Tensor]:
-        """Generated samples in batches, from a seeded noise stream so evaluations are repeatable."""
+        """Generated samples in batches from a seeded noise stream: evaluations are repeatable."""
         g = torch.Generator().manual_seed(self.seed)
         for start in range(0, self.n_samples, self.batch_size):
             n = min(self.batch_size, self.n_samples - start)

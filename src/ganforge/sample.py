@@ -4,7 +4,6 @@ checkpoint, using the EMA generator when the checkpoint has one."""
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -15,7 +14,8 @@ from torch import Tensor, nn
 from ganforge.callbacks.images import image_grid
 from ganforge.callbacks.samples import scatter_image
 from ganforge.checkpoint import load_generator
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.cli import report_user_errors
+from ganforge.errors import ConfigError
 from ganforge.train import config_dir
 
 log = logging.getLogger("ganforge")
@@ -102,12 +102,9 @@ def sample(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
+@report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        sample(cfg)
-    except GanforgeError as err:
-        log.error("%s: %s", type(err).__name__, err)
-        sys.exit(2)
+    sample(cfg)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ wrapper that turns user errors into one message and an exit code instead of a tr
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge.cli import report_user_errors
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 
 log = logging.getLogger("ganforge")
@@ -100,12 +100,9 @@ def _check(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@report_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except GanforgeError as err:
-        log.error("%s: %s", type(err).__name__, err)
-        sys.exit(2)
+    metrics = train(cfg)
     objective = cfg.get("objective")
     return metrics.get(objective) if objective else None
 
