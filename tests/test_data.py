@@ -31,6 +31,7 @@ from ganforge.data import (
     to_uint8,
 )
 from ganforge.data.mnist import read_idx
+from ganforge.data.sampler import ResumableShardedSampler
 from ganforge.errors import ConfigError, DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -229,9 +230,29 @@ def test_loader_batch_is_batch_size_times_batches_per_step(tmp_path, key, shape,
     assert batch["x"].shape == shape and batch["x"].dtype == dtype
     if has_label:
         assert batch["label"].shape == (6,) and batch["label"].dtype == torch.int64
-    # A plain shuffled DataLoader, so Lightning can inject a DistributedSampler.
-    assert isinstance(loader.sampler, torch.utils.data.RandomSampler)
+    # ganforge's own sampler: shards by rank itself and resumes mid-epoch.
+    assert isinstance(loader.sampler, ResumableShardedSampler)
     assert loader.batch_size == 6
+
+
+def test_sampler_shards_by_rank_into_the_single_process_global_batch():
+    ranks = [list(ResumableShardedSampler(21, 3, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    single = list(ResumableShardedSampler(21, 6, seed=5))
+    assert len(ranks[0]) == len(ranks[1]) == 9 and not set(ranks[0]) & set(ranks[1])
+    for k in range(3):
+        both = ranks[0][3 * k : 3 * k + 3] + ranks[1][3 * k : 3 * k + 3]
+        assert sorted(both) == sorted(single[6 * k : 6 * k + 6])
+
+
+def test_sampler_continues_where_training_stopped_taking_batches():
+    sampler = ResumableShardedSampler(20, 3, seed=1)
+    epoch0 = list(sampler)
+    assert len(epoch0) == 18 and sampler.batches_per_epoch == 6
+    sampler.consumed = 2
+    assert list(sampler) == epoch0[6:]
+    sampler.consumed = 6  # the next data epoch: a new order, seeded by seed + 1
+    epoch1 = list(sampler)
+    assert epoch1 != epoch0 and epoch1 == list(ResumableShardedSampler(20, 3, seed=2))
 
 
 def test_getitems_matches_per_item_indexing():

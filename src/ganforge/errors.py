@@ -15,3 +15,7 @@ class DataError(GanforgeError, FileNotFoundError):
 
 class CheckpointError(GanforgeError, ValueError):
     """A checkpoint is missing, corrupt, truncated or not a ganforge checkpoint."""
+
+
+class NonFiniteLossError(GanforgeError, FloatingPointError):
+    """A loss became NaN or inf; the update was not applied, so the weights are the last good."""

@@ -13,22 +13,28 @@ DiffAugment, when on, sits between every image and D, in both updates and in the
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, NonFiniteLossError
 from ganforge.losses import GANLoss
 from ganforge.models.layers import CONDITIONAL
 from ganforge.regularizers import gradient_penalty, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+# The training noise stream is seeded apart from the fixed grid noise (seeded with `seed` itself),
+# so the first training batch does not repeat the grid's latents.
+NOISE_SEED_OFFSET = 0x5EED_0000
 
 
 def describe_module(module: nn.Module) -> dict[str, Any]:
@@ -65,6 +71,7 @@ class GANSystem(L.LightningModule):
         diffaugment: str | None = None,
         lr_decay: str = "none",
         decay_start: int = 0,
+        nan_policy: str = "stop",
     ) -> None:
         super().__init__()
         _check_positive(n_critic=n_critic, log_every=log_every, n_fixed=n_fixed)
@@ -75,6 +82,8 @@ class GANSystem(L.LightningModule):
             raise ConfigError(f"system.ema_decay={ema_decay} must be in (0, 1), or null to disable")
         _check_conditional(discriminator, conditional, n_classes)
         _check_lr_decay(lr_decay, decay_start, max_iters)
+        if nan_policy not in ("stop", "skip"):
+            raise ConfigError(f"system.nan_policy={nan_policy!r} must be 'stop' or 'skip'")
         # Modules and factories are not hyperparameters: pickling them into the checkpoint would
         # break weights_only loading. Their descriptions are saved in on_save_checkpoint instead.
         self.save_hyperparameters(
@@ -99,6 +108,11 @@ class GANSystem(L.LightningModule):
         self.register_buffer("fixed_y", y)
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
+        # Training noise (z and fake labels) has its own CPU generator: its stream does not depend
+        # on the device or on other users of the global RNG, and its state is checkpointed.
+        self._noise = torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET)
+        self._pending_rng: dict[str, Any] | None = None
+        self.skipped_updates = 0  # nan_policy=skip: iterations dropped for a non-finite loss
 
     # --- sampling -----------------------------------------------------------------------------
     @property
@@ -107,6 +121,27 @@ class GANSystem(L.LightningModule):
 
     def sample_z(self, n: int) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.fixed_z.device)
+
+    def training_noise(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """Latents (and labels, if conditional) for this rank's n fakes of one update.
+
+        Every rank draws the whole global batch (world_size * n) from the same generator and keeps
+        its own slice: ranks get different noise, their generators stay in lockstep (one state
+        in the checkpoint), and the global batch is what one process of batch world_size * n
+        would draw — DDP is then the same computation as a single process on the global batch.
+        """
+        world, rank = self._world()
+        keep = slice(rank * n, (rank + 1) * n)
+        device = self.fixed_z.device
+        z = torch.randn(world * n, self.z_dim, generator=self._noise)[keep].to(device)
+        if self.n_classes is None:
+            return z, None
+        y = torch.randint(self.n_classes, (world * n,), generator=self._noise)[keep]
+        return z, y.to(device)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
 
     def sample_y(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
         """Labels drawn uniformly over the classes, or None for an unconditional model."""
@@ -162,27 +197,31 @@ class GANSystem(L.LightningModule):
         labels = self._real_labels(batch, len(reals))
         for real, y_real in zip(reals, labels, strict=True):
             with self.toggled_optimizer(opt_d):
-                y_fake = self.sample_y(real.shape[0])
+                z, y_fake = self.training_noise(real.shape[0])
                 with torch.no_grad():
                     # D sees detached fakes: its step must not move G.
-                    fake = self._g(self.G, self.sample_z(real.shape[0]), y_fake)
+                    fake = self._g(self.G, z, y_fake)
                 (d_real, c_real), (d_fake, _) = self._d(real, y_real), self._d(fake, y_fake)
                 d_adv = self.loss.discriminator(d_real, d_fake)
                 # ACGAN's classifier learns from real labels only: a fake's label is what G was
                 # asked for, not what it drew.
                 d_aux = self._aux_loss(c_real, y_real)
                 d_loss = d_adv + d_aux + self._d_penalty(real, fake, y_real)
+                if not self._finite(d_loss, "d_loss"):
+                    return
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(d_loss)
                 opt_d.step()
 
         with self.toggled_optimizer(opt_g):
-            y_fake = self.sample_y(reals[-1].shape[0])
-            fake = self._g(self.G, self.sample_z(reals[-1].shape[0]), y_fake)
+            z, y_fake = self.training_noise(reals[-1].shape[0])
+            fake = self._g(self.G, z, y_fake)
             g_fake, c_fake = self._d(fake, y_fake)
             g_real = self._d(reals[-1], labels[-1])[0] if self.loss.generator_needs_real else None
             # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
             g_loss = self.loss.generator(g_fake, g_real) + self._aux_loss(c_fake, y_fake)
+            if not self._finite(g_loss, "g_loss"):
+                return
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
@@ -201,6 +240,29 @@ class GANSystem(L.LightningModule):
             self.log_iteration_metrics({k: float(v) for k, v in metrics.items()})
         if self.max_iters is not None and self.iteration >= self.max_iters:
             self.trainer.should_stop = True
+
+    def _finite(self, loss: Tensor, name: str) -> bool:
+        """Whether to apply the update of `loss`. A NaN/inf loss (on any rank) stops the run
+        before the step, so the weights and last.ckpt stay the last good ones; with
+        nan_policy=skip the rest of this iteration is dropped instead (not counted)."""
+        finite = bool(torch.isfinite(loss.detach()).all())  # one host sync per update
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # All ranks must take the same branch, or the others would wait in the all-reduce.
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return True
+        if self.hparams.nan_policy == "skip":
+            self.skipped_updates += 1
+            self.log_iteration_metrics({"train/skipped_updates": float(self.skipped_updates)})
+            return False
+        raise NonFiniteLossError(
+            f"train/{name} became {float(loss.detach())} in iteration {self.iteration + 1}; "
+            f"stopped before that update, so the weights (and checkpoints/last.ckpt, from "
+            "its last save) are the last good ones. Lower optim.lr_d/optim.lr_g, add a penalty "
+            "(loss=wgan_gp or system.r1_gamma), set system.grad_clip_d/grad_clip_g, or set "
+            "system.nan_policy=skip to drop such updates and go on"
+        )
 
     def _real_labels(self, batch: dict[str, Tensor], n: int) -> list[Tensor | None]:
         if self.n_classes is None:
@@ -295,6 +357,11 @@ class GANSystem(L.LightningModule):
             )
 
     def on_train_start(self) -> None:
+        if self._pending_rng is not None:
+            # Restored here, after Lightning has built the loaders, so that nothing between the
+            # checkpoint and the first step moves the streams.
+            set_rng_states(self._pending_rng)
+            self._pending_rng = None
         if self.max_iters is not None and self.iteration >= self.max_iters:
             self.trainer.should_stop = True
 
@@ -308,10 +375,47 @@ class GANSystem(L.LightningModule):
             "conditional": self.hparams.conditional,
             "n_classes": self.n_classes,
             "meta": self.hparams.meta or {},
+            # Exact resume: the noise stream and the global RNGs (DiffAugment, dropout, flips).
+            "noise_rng": self._noise.get_state(),
+            # A resumed run continues the same W&B run (train.py reads this back).
+            "wandb_run_id": next((str(lg.version) for lg in self.loggers if _is_wandb(lg)), None),
+            "rng": get_rng_states(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.iteration = int(checkpoint.get("ganforge", {}).get("iteration", 0))
+        record = checkpoint.get("ganforge", {})
+        self.iteration = int(record.get("iteration", 0))
+        if "noise_rng" in record:  # checkpoints from before exact resume lack it
+            self._noise.set_state(record["noise_rng"])
+        self._pending_rng = record.get("rng")
+
+
+def _is_wandb(logger: Any) -> bool:
+    return type(logger).__name__ == "WandbLogger"
+
+
+def get_rng_states() -> dict[str, Any]:
+    """torch (CPU), numpy and python RNG states as tensors and primitives (weights_only-safe)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def linear_decay(start: int, end: int) -> Callable[[int], float]:

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.cli import report_user_errors
@@ -32,6 +33,7 @@ def config_dir() -> Path:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the GAN described by `cfg`; return the final metrics (floats keyed `stage/name`)."""
     _check(cfg)
+    ckpt_path = cfg.get("ckpt_path") or _auto_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
@@ -40,7 +42,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     # n_critic D updates each consume a fresh real batch, so one loader batch holds n_critic.
-    datamodule = build(cfg.data, batches_per_step=cfg.system.n_critic)
+    # The training order is seeded by the run's seed; the data's own `seed` draws toy datasets.
+    datamodule = build(cfg.data, batches_per_step=cfg.system.n_critic, shuffle_seed=cfg.seed)
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     meta = {
         "data": cfg.data.name,
@@ -54,18 +57,57 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     # _convert_="all": optimizer kwargs become plain lists/dicts, which load with weights_only.
     system = build(cfg.system, meta=meta, _convert_="all")
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [
+        build(c, **_resume_wandb(name, c, ckpt_path))
+        for name, c in (cfg.get("logger") or {}).items()
+    ]
     # A callback set to null (e.g. `callbacks.evaluation=null`) is switched off.
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        # Close the W&B run here, so the next job of a multirun (same process) starts its own.
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
     metrics: dict[str, Any] = dict(system.last_metrics)
     metrics["train/iterations"] = system.iteration
     metrics["output_dir"] = str(out)
     return metrics
+
+
+def _resume_wandb(name: str, node: DictConfig, ckpt_path: str | None) -> dict[str, Any]:
+    """On resume, the W&B run id recorded in the checkpoint, unless logger.wandb.id is set."""
+    if name != "wandb" or not ckpt_path or node.get("id"):
+        return {}
+    record = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["ganforge"]
+    run_id = record.get("wandb_run_id")
+    return {"id": run_id} if run_id else {}
+
+
+def _auto_resume(cfg: DictConfig) -> str | None:
+    """With resume=auto, the newest last.ckpt among this task's earlier runs, else None."""
+    resume = cfg.get("resume")
+    if resume is None:
+        return None
+    if resume != "auto":
+        raise ConfigError(
+            f"resume={resume!r} must be null or auto; to continue a given checkpoint, "
+            "use ckpt_path=PATH"
+        )
+    runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    own = Path(cfg.paths.output_dir).resolve()
+    found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parent.parent.resolve() != own]
+    if not found:
+        log.info("resume=auto: no %s/*/checkpoints/last.ckpt yet; starting fresh", runs)
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("resume=auto: continuing %s", newest)
+    return str(newest)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -103,8 +145,22 @@ def _check(cfg: DictConfig) -> None:
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
+    return objective_value(cfg, metrics)
+
+
+def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a sweeper optimizes: metrics[cfg.objective], or None when no objective is set."""
     objective = cfg.get("objective")
-    return metrics.get(objective) if objective else None
+    if not objective:
+        return None
+    if objective not in metrics:
+        have = sorted(k for k in metrics if "/" in k)
+        raise ConfigError(
+            f"objective={objective} but the run produced no such metric (it has {have}); "
+            "pick one of those, or for val/* metrics keep callbacks=eval with "
+            "callbacks.evaluation.every_n_iters <= train.max_iters"
+        )
+    return float(metrics[objective])
 
 
 def main() -> None:

@@ -1,14 +1,24 @@
-"""Checkpoints every N GAN iterations plus an always-current `last.ckpt`, written atomically."""
+"""Checkpoints every N GAN iterations plus an always-current `last.ckpt`, written atomically;
+on SIGTERM or SIGUSR1 (a scheduler's preemption notice) a last checkpoint and a clean stop."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
 from ganforge.errors import GanforgeError
+
+log = logging.getLogger("ganforge")
+
+# SIGTERM: what schedulers and `kill` send; SIGUSR1: SLURM's early warning (`--signal=USR1@90`).
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 class NonFiniteWeightsError(GanforgeError, FloatingPointError):
@@ -16,11 +26,49 @@ class NonFiniteWeightsError(GanforgeError, FloatingPointError):
 
 
 class IterationCheckpoint(L.Callback):
-    def __init__(self, dirpath: str, every_n_iters: int = 1000, save_last: bool = True) -> None:
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_iters: int = 1000,
+        save_last: bool = True,
+        save_on_signal: bool = True,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
         self.save_last = save_last
+        self.save_on_signal = save_on_signal
         self._last_saved = -1
+        self.received_signal: int | None = None
+        self._previous_handlers: dict[int, object] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Installed here, after Lightning registered its own SIGTERM handler (which would stop
+        # with an exception and no checkpoint), so ours replaces it for the run.
+        if not self.save_on_signal or threading.current_thread() is not threading.main_thread():
+            return
+        for name in STOP_SIGNALS:
+            if (signum := getattr(signal, name, None)) is not None:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # No I/O in a signal handler: the checkpoint is written after the current iteration.
+        self.received_signal = signum
+
+    def _stop_requested(self, trainer: L.Trainer) -> bool:
+        requested = self.received_signal is not None
+        if trainer.world_size > 1:
+            # Every rank must stop at the same iteration (and all take part in the save), even
+            # if only one got the signal.
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        return requested
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._restore_handlers()
 
     @property
     def last_path(self) -> Path:
@@ -30,8 +78,22 @@ class IterationCheckpoint(L.Callback):
         it = pl_module.iteration
         if it % self.every_n_iters == 0 and it != self._last_saved:
             self.save(trainer, pl_module, self.dirpath / f"iter_{it:07d}.ckpt")
+        if self.save_on_signal and self._stop_requested(trainer):
+            if it != self._last_saved:
+                self.save(trainer, pl_module, None)
+            name = signal.Signals(self.received_signal).name if self.received_signal else "signal"
+            log.warning(
+                "%s received: stopped after iteration %d and saved %s; continue with "
+                "resume=auto (same paths.log_dir and task_name) or ckpt_path=%s",
+                name,
+                it,
+                self.last_path,
+                self.last_path,
+            )
+            trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_handlers()
         if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
             return
         if pl_module.iteration != self._last_saved:
@@ -50,6 +112,22 @@ class IterationCheckpoint(L.Callback):
         for target in targets:
             atomic_save_checkpoint(trainer, target)
         self._last_saved = pl_module.iteration
+        if targets and trainer.is_global_zero:
+            upload_to_wandb(trainer, targets[-1], pl_module.iteration)
+
+
+def upload_to_wandb(trainer: L.Trainer, path: Path, iteration: int) -> None:
+    """logger.wandb.log_model=true: the checkpoint as a W&B model artifact (Lightning's own
+    upload only follows its ModelCheckpoint, which ganforge does not use)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._log_model:
+            import wandb
+
+            run = logger.experiment
+            artifact = wandb.Artifact(f"model-{run.id}", type="model")
+            artifact.metadata = {"iteration": iteration}
+            artifact.add_file(str(path), name="last.ckpt")
+            run.log_artifact(artifact, aliases=["latest", f"iter_{iteration}"])
 
 
 def atomic_save_checkpoint(trainer: L.Trainer, path: Path) -> None:

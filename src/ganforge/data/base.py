@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ganforge.data.sampler import ResumableShardedSampler
 from ganforge.errors import ConfigError
 
 SPLITS = ("train", "test")
@@ -111,6 +112,7 @@ class InMemoryDataModule(L.LightningDataModule):
         channels: int | None = None,
         image_size: int | None = None,
         n_classes: int | None = None,
+        shuffle_seed: int = 0,
     ) -> None:
         """
         Args:
@@ -122,6 +124,8 @@ class InMemoryDataModule(L.LightningDataModule):
             name: a label for logs and run directories (defaults to the dataset's own).
             channels, image_size, n_classes: the config's copy of the dataset's shape facts;
                 None means "whatever the dataset has", anything else must match it.
+            shuffle_seed: the training order of epoch e is a permutation seeded by
+                shuffle_seed + e (train.py passes the run's `seed`).
         """
         super().__init__()
         if name is not None:
@@ -148,6 +152,11 @@ class InMemoryDataModule(L.LightningDataModule):
                     f"drop the override (it is fixed by the dataset)"
                 )
         self._splits: dict[str, tuple[Tensor, Tensor | None]] = {}
+        self.shuffle_seed = shuffle_seed
+        self._sampler: ResumableShardedSampler | None = None
+        # Training batches taken so far: saved in the checkpoint so a resume continues the data
+        # stream where it stopped (see ResumableShardedSampler).
+        self._consumed = 0
 
     # --- shape facts --------------------------------------------------------------------------
 
@@ -202,12 +211,25 @@ class InMemoryDataModule(L.LightningDataModule):
                 f"{len(x)} training samples of data={self.name}, so every batch would be dropped; "
                 f"lower data.batch_size or set data.drop_last=false"
             )
-        # A plain DataLoader (batch_size + shuffle, no custom sampler) so Lightning can swap in
-        # a DistributedSampler under DDP.
+        # Our own sampler shards by rank (the trainer configs set use_distributed_sampler=false)
+        # and resumes mid-epoch; its order depends only on (shuffle_seed, epoch).
+        trainer = self.trainer
+        self._sampler = ResumableShardedSampler(
+            len(x),
+            loader_batch,
+            seed=self.shuffle_seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            drop_last=self.drop_last,
+        )
+        self._sampler.consumed = self._consumed
         return DataLoader(
             TensorDictDataset(x, label),
             batch_size=loader_batch,
-            shuffle=True,
+            sampler=self._sampler,
+            # The loader's own seed draw comes from here, not from the global RNG, which
+            # therefore moves only with training itself (exact resume).
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
             drop_last=self.drop_last,
             num_workers=self.num_workers,
             collate_fn=pass_through,
@@ -218,6 +240,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
+        if self.trainer is not None and self.trainer.training and self._sampler is not None:
+            # Counted here, when a batch goes to training, not when the loader prefetches it.
+            self._consumed += 1
+            self._sampler.consumed = self._consumed
         # Runs on the device, so the uint8 → float conversion costs a quarter of the host→device
         # traffic and the flip is one vectorised op instead of per-sample PIL work.
         if not self.is_image or batch["x"].dtype != torch.uint8:
@@ -228,6 +254,14 @@ class InMemoryDataModule(L.LightningDataModule):
             mask = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
         return {**batch, "x": x}
+
+    def state_dict(self) -> dict[str, int]:
+        # Primitives only: the checkpoint stays loadable with weights_only=True.
+        return {"batches_consumed": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        # Lightning restores this before it builds the dataloaders.
+        self._consumed = int(state.get("batches_consumed", 0))
 
     def real_samples(self, n: int | None, split: str = "train", seed: int = 0) -> Tensor:
         """Up to n real samples (uint8 images or float points): the first n of a permutation

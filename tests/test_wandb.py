@@ -1,0 +1,54 @@
+"""Weights & Biases in offline mode (no account, no network): the run directory holds the
+resolved config, metrics and checkpoint artifact (in its .wandb records) and the sample images
+(files/media); a resumed run continues the same W&B run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_train
+from ganforge.train import train
+
+TINY = [
+    "data=toy_ring",
+    "model=mlp",
+    "model.hidden=16",
+    "model.depth=2",
+    "debug=smoke",
+    "logger=wandb",
+    "logger.wandb.mode=offline",
+]
+
+
+def offline_runs(out: Path) -> list[Path]:
+    return sorted((out / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_config_metrics_images_and_resume_continues_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train(compose_train(tmp_path / "a", *TINY, "seed=7", "logger.wandb.log_model=true"))
+    (run,) = offline_runs(tmp_path / "a")
+    run_id = run.name.rsplit("-", 1)[-1]
+    images = list((run / "files" / "media" / "images").glob("samples_*.png"))
+    assert images, "sample grids are logged as W&B images"
+    (records,) = run.glob("*.wandb")
+    raw = records.read_bytes()
+    assert b"train/d_loss" in raw and b"train/g_loss" in raw
+    assert f"model-{run_id}".encode() in raw  # last.ckpt as a model artifact (log_model)
+    # The resolved config (offline, it lives in the run's records until `wandb sync`).
+    assert b"toy_ring" in raw and b"nan_policy" in raw
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["ganforge"]["wandb_run_id"] == run_id
+
+    train(compose_train(tmp_path / "b", *TINY, "train.max_iters=6", f"ckpt_path={ckpt}"))
+    (resumed,) = offline_runs(tmp_path / "b")
+    assert resumed.name.endswith(run_id)  # the same W&B run, continued
