@@ -84,3 +84,13 @@ def test_joblib_launcher_preset_runs_jobs_in_parallel_processes(tmp_path: Path) 
     run_cli(tmp_path, "-m", "hydra/launcher=joblib", "seed=1,2", *TINY, "num_threads=1")
     jobs = sorted(tmp_path.glob("train/multiruns/*/*/checkpoints/last.ckpt"))
     assert len(jobs) == 2
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_job_and_slurm_preset_composes(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
+    run_cli(tmp_path, "-m", "hydra/launcher=submitit_local", "seed=1", *TINY, "num_threads=1")
+    assert len(list(tmp_path.glob("train/multiruns/*/0/checkpoints/last.ckpt"))) == 1
+    # No SLURM here: check that the preset resolves to submitit's SLURM launcher.
+    shown = run_cli(tmp_path, "hydra/launcher=slurm", "--cfg", "hydra").stdout
+    assert "submitit_launcher.SlurmLauncher" in shown and "timeout_min: 720" in shown
