@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import compose_train
+from ganforge.errors import ConfigError
+from ganforge.train import train
+
 SCRIPT = Path(__file__).with_name("ddp_dump.py")
 # A tiny MLP without batch norm on the ring; 20 iterations cross an epoch boundary (16 per epoch).
 COMMON = [
@@ -67,3 +71,11 @@ def test_ddp_two_cpu_ranks_match_each_other_and_one_process(tmp_path: Path) -> N
     # So the trained weights agree with one process on the global batch (float sums differ).
     for key, value in single["state"].items():
         torch.testing.assert_close(r0["state"][key], value, rtol=0, atol=1e-5, msg=key)
+
+
+def test_sync_batchnorm_on_cpu_is_one_clear_error(tmp_path: Path) -> None:
+    cfg = compose_train(
+        tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"
+    )
+    with pytest.raises(ConfigError, match=r"trainer\.sync_batchnorm=true needs GPUs"):
+        train(cfg)

@@ -136,6 +136,14 @@ def _check(cfg: DictConfig) -> None:
             "train.max_iters=null and trainer.max_epochs=-1 would train forever; "
             "set train.max_iters=N or trainer.max_epochs=N"
         )
+    accelerator = cfg.trainer.get("accelerator")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.get("sync_batchnorm") and not on_gpu:
+        raise ConfigError(
+            f"trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only), but "
+            f"trainer.accelerator={accelerator}; use GPUs or set trainer.sync_batchnorm=false "
+            "(each rank then keeps its own BatchNorm statistics)"
+        )
     ckpt = cfg.get("ckpt_path")
     if ckpt is not None and not Path(ckpt).is_file():
         raise CheckpointError(f"ckpt_path={ckpt} does not exist; pass the path of a .ckpt file")
