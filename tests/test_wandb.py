@@ -4,6 +4,7 @@ resolved config, metrics and checkpoint artifact (in its .wandb records) and the
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,18 @@ TINY = [
 ]
 
 
+def run_records(run: Path, *needles: bytes, timeout_s: float = 60.0) -> bytes:
+    """The run's .wandb records once they hold every needle. wandb's service process writes them
+    asynchronously and can still be flushing after `finish()` returns on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        (records,) = run.glob("*.wandb")
+        raw = records.read_bytes()
+        if all(n in raw for n in needles) or time.monotonic() > deadline:
+            return raw
+        time.sleep(0.5)
+
+
 def offline_runs(out: Path) -> list[Path]:
     return sorted((out / "wandb").glob("offline-run-*"))
 
@@ -40,8 +53,9 @@ def test_wandb_offline_run_holds_config_metrics_images_and_resume_continues_it(
     run_id = run.name.rsplit("-", 1)[-1]
     images = list((run / "files" / "media" / "images").glob("samples_*.png"))
     assert images, "sample grids are logged as W&B images"
-    (records,) = run.glob("*.wandb")
-    raw = records.read_bytes()
+    raw = run_records(
+        run, b"train/d_loss", b"train/g_loss", b"nan_policy", f"model-{run_id}".encode()
+    )
     assert b"train/d_loss" in raw and b"train/g_loss" in raw
     assert f"model-{run_id}".encode() in raw  # last.ckpt as a model artifact (log_model)
     # The resolved config (offline, it lives in the run's records until `wandb sync`).
