@@ -40,6 +40,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
 from ganforge.errors import ConfigError, GanforgeError
+from ganforge.metrics.inception_fast import fuse_inception, resize_tf1_bilinear
 
 WEIGHTS_FILENAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
 FETCH_COMMAND = "ganforge-fetch-inception  (or: python -m ganforge.metrics.fetch_inception)"
@@ -248,7 +249,10 @@ class InceptionFeatures(nn.Module):
     ``KernelInceptionDistance`` (with their default ``normalize=False``: they then pass the uint8
     images through unchanged and read ``num_features``). Always in eval mode, gradient-free,
     batched internally by ``batch_size``. ``channels_last=False`` reproduces torch-fidelity's
-    forward bit for bit; the faster default differs by float rounding only (~1e-6 relative).
+    forward bit for bit. The default fast path (channels-last layout, BatchNorm folded into the
+    conv weights, conv+ReLU fused with pre-packed oneDNN weights on CPU, a cheaper but
+    value-identical TF1 resize: ``inception_fast``) runs ~1.8x torch-fidelity's images/s on a
+    CPU and differs from it by float rounding only (~1e-6 relative).
 
     The torch-fidelity network is deliberately *not* a registered submodule: ``state_dict()`` and
     ``parameters()`` are empty, so even a metric holding this extractor that ends up attached to a
@@ -288,6 +292,8 @@ class InceptionFeatures(nn.Module):
         net, self.has_logits = load_inception(self.weights_path)
         # object.__setattr__ bypasses nn.Module registration on purpose: see the class docstring.
         object.__setattr__(self, "_net", net)
+        # The fused copy for the fast path, built on first use on the network's current device.
+        object.__setattr__(self, "_fused", None)
         self._prepare_net()
         self.eval()
 
@@ -309,6 +315,7 @@ class InceptionFeatures(nn.Module):
         # Moves and casts reach the unregistered network too.
         self._net._apply(fn, *args, **kwargs)
         self._prepare_net()
+        object.__setattr__(self, "_fused", None)  # rebuilt from the moved network when needed
         return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True) -> InceptionFeatures:
@@ -327,6 +334,8 @@ class InceptionFeatures(nn.Module):
     def _to_299(self, x: Tensor) -> Tensor:
         size = (FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE,) * 2
         if self.resize == "tf1_bilinear":
+            if self.channels_last:
+                return resize_tf1_bilinear(x, size)
             return interpolate_bilinear_2d_like_tensorflow1x(x, size=size, align_corners=False)
         x = F.interpolate(
             x, size=size, mode=self.resize, align_corners=False, antialias=self.antialias
@@ -341,12 +350,15 @@ class InceptionFeatures(nn.Module):
         x = (x - 128) / 128
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+            if self._fused is None:
+                object.__setattr__(self, "_fused", fuse_inception(net))
+            net = self._fused
         for name in _LAYERS:
             x = getattr(net, name)(x)
         pool = torch.flatten(x, 1)
         # Inception Score's logits have no bias (as in the original TF code; torch-fidelity's
         # "logits_unbiased", its default for IS).
-        logits = pool.mm(net.fc.weight.T) if self.has_logits else None
+        logits = pool.mm(self._net.fc.weight.T) if self.has_logits else None
         return pool, logits
 
     def _check(self, images: Tensor) -> Tensor:
