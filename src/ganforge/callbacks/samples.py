@@ -6,15 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
-from ganforge.callbacks.images import image_grid, save_and_log_image
-
-matplotlib.use("Agg")  # headless: no display on clusters or CI
-import matplotlib.pyplot as plt
+from ganforge.callbacks.images import figure_image, image_grid, save_and_log_image
 
 N_SCATTER = 2000  # points per 2-D scatter; fixed seed so frames are comparable
 
@@ -23,7 +20,8 @@ def scatter_image(
     fake: Tensor, real: Tensor | None, modes: Tensor | None, title: str
 ) -> np.ndarray:
     """Render generated 2-D points over real data as an (H, W, 3) uint8 image."""
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    fig = Figure(figsize=(4, 4), dpi=100)  # headless, and the backend is left alone
+    ax = fig.subplots()
     if real is not None:
         r = real.detach().cpu().numpy()
         ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="real")
@@ -35,11 +33,7 @@ def scatter_image(
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=6, markerscale=3)
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return image
+    return figure_image(fig)
 
 
 class SampleGrid(L.Callback):
