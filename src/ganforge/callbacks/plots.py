@@ -69,10 +69,11 @@ def evolution_image(
     for ax, (it, fake) in zip(axes.flat, snapshots, strict=False):
         if modes is not None:
             m = modes.cpu().numpy()
-            ax.scatter(m[:, 0], m[:, 1], s=30, marker="+", c="tab:red", lw=0.8)
+            # On top: the real points would otherwise hide the markers they surround.
+            ax.scatter(m[:, 0], m[:, 1], s=30, marker="+", c="tab:red", lw=0.8, zorder=3)
         if real is not None:
             r = real.cpu().numpy()
-            ax.scatter(r[:, 0], r[:, 1], s=2, c="0.5")
+            ax.scatter(r[:, 0], r[:, 1], s=2, c="0.7")
         f = fake.cpu().numpy()
         ax.scatter(f[:, 0], f[:, 1], s=1, c="tab:blue", alpha=0.5)
         ax.set_title(f"iteration {it}", fontsize=9)
