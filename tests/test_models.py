@@ -210,3 +210,11 @@ def test_models_rebuild_from_init_args(name: str) -> None:
     D = build(spectral_norm=True, pack=2, conditional="projection", n_classes=10)
     clone = type(D)(**D.init_args)
     clone.load_state_dict(D.state_dict())  # strict: same parametrizations, heads and buffers
+
+
+@pytest.mark.parametrize("name", list(G_BUILDERS))
+def test_generators_rebuild_from_init_args(name: str) -> None:
+    G = G_BUILDERS[name](conditional="projection", n_classes=10)
+    assert G.init_args["z_dim"] == 8 and G.init_args["n_classes"] == 10
+    clone = type(G)(**G.init_args)
+    clone.load_state_dict(G.state_dict())  # strict: same layers, conditional BatchNorms included

@@ -28,6 +28,7 @@ from ganforge.models.layers import (
     check_pack,
     one_hot,
     pack_samples,
+    records_init_args,
     spectral_norm_,
 )
 
@@ -57,6 +58,7 @@ def init_dcgan_(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
+    @records_init_args
     def __init__(
         self,
         z_dim: int = 100,
@@ -67,14 +69,6 @@ class Generator(nn.Module):
         n_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.init_args = dict(
-            z_dim=z_dim,
-            channels=channels,
-            image_size=image_size,
-            base_width=base_width,
-            conditional=conditional,
-            n_classes=n_classes,
-        )
         self.z_dim = z_dim
         self.n_classes = check_conditional(conditional, n_classes)
         start, n_up = _geometry(image_size)
@@ -105,6 +99,7 @@ class Discriminator(nn.Module):
     """With `spectral_norm`, D has no BatchNorm: BatchNorm rescales by batch statistics, undoing
     the per-layer Lipschitz bound (Miyato et al. 2018's standard CNN has no normalisation)."""
 
+    @records_init_args
     def __init__(
         self,
         channels: int = 1,
@@ -116,15 +111,6 @@ class Discriminator(nn.Module):
         n_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.init_args = dict(
-            channels=channels,
-            image_size=image_size,
-            base_width=base_width,
-            spectral_norm=spectral_norm,
-            pack=pack,
-            conditional=conditional,
-            n_classes=n_classes,
-        )
         self.pack, self.conditional = check_pack(pack), conditional
         start, n_down = _geometry(image_size)
         width = base_width

@@ -9,6 +9,11 @@ The model protocol the GAN system relies on:
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -16,6 +21,23 @@ from torch.nn.utils.parametrizations import spectral_norm
 from ganforge.errors import ConfigError
 
 CONDITIONAL = ("none", "projection", "acgan")
+
+
+def records_init_args(init: Callable[..., None]) -> Callable[..., None]:
+    """Wraps a network's `__init__` to keep the arguments it was called with, defaults filled in,
+    as `self.init_args`: checkpoints store them (primitives, so they load with `weights_only=True`)
+    and rebuild the network from them without the config that made it."""
+    signature = inspect.signature(init)
+    this = next(iter(signature.parameters))
+
+    @functools.wraps(init)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        init(self, *args, **kwargs)
+        self.init_args = {k: v for k, v in bound.arguments.items() if k != this}
+
+    return wrapper
 
 
 def check_conditional(conditional: str, n_classes: int | None) -> int | None:

@@ -19,6 +19,7 @@ from ganforge.models.layers import (
     check_pack,
     one_hot,
     pack_samples,
+    records_init_args,
     spectral_norm_,
 )
 
@@ -46,6 +47,7 @@ def _stack(sizes: list[int], act: nn.Module, dropout: float = 0.0) -> list[nn.Mo
 class Generator(nn.Module):
     """z -> `depth` hidden ReLU layers -> sample; tanh for images in [-1, 1], linear for points."""
 
+    @records_init_args
     def __init__(
         self,
         z_dim: int = 64,
@@ -60,16 +62,6 @@ class Generator(nn.Module):
         super().__init__()
         if depth < 1 or hidden < 1 or z_dim < 1:
             raise ConfigError("model.depth, model.hidden and model.z_dim must be positive integers")
-        self.init_args = dict(
-            z_dim=z_dim,
-            hidden=hidden,
-            depth=depth,
-            channels=channels,
-            image_size=image_size,
-            dim=dim,
-            conditional=conditional,
-            n_classes=n_classes,
-        )
         self.z_dim = z_dim
         self.n_classes = check_conditional(conditional, n_classes)
         self.out_shape = _out_shape(channels, image_size, dim)
@@ -88,6 +80,7 @@ class Discriminator(nn.Module):
     """Sample (or pack of `pack` samples) -> `depth` hidden LeakyReLU layers (optional dropout)
     -> one logit."""
 
+    @records_init_args
     def __init__(
         self,
         hidden: int = 256,
@@ -102,18 +95,6 @@ class Discriminator(nn.Module):
         n_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.init_args = dict(
-            hidden=hidden,
-            depth=depth,
-            dropout=dropout,
-            channels=channels,
-            image_size=image_size,
-            dim=dim,
-            spectral_norm=spectral_norm,
-            pack=pack,
-            conditional=conditional,
-            n_classes=n_classes,
-        )
         self.pack, self.conditional = check_pack(pack), conditional
         in_features = math.prod(_out_shape(channels, image_size, dim)) * pack
         body = _stack([in_features] + [hidden] * depth, nn.LeakyReLU(0.2), dropout)

@@ -27,6 +27,7 @@ from ganforge.models.layers import (
     check_conditional,
     check_pack,
     pack_samples,
+    records_init_args,
     require_labels,
     spectral_norm_,
 )
@@ -98,6 +99,7 @@ class DBlock(nn.Module):
 
 
 class Generator(nn.Module):
+    @records_init_args
     def __init__(
         self,
         z_dim: int = 128,
@@ -108,14 +110,6 @@ class Generator(nn.Module):
         n_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.init_args = dict(
-            z_dim=z_dim,
-            channels=channels,
-            image_size=image_size,
-            width=width,
-            conditional=conditional,
-            n_classes=n_classes,
-        )
         _check(image_size, width, "model.g_width", 4)
         self.z_dim = z_dim
         self.n_classes = check_conditional(conditional, n_classes)
@@ -143,6 +137,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
+    @records_init_args
     def __init__(
         self,
         channels: int = 3,
@@ -154,15 +149,6 @@ class Discriminator(nn.Module):
         n_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.init_args = dict(
-            channels=channels,
-            image_size=image_size,
-            width=width,
-            spectral_norm=spectral_norm,
-            pack=pack,
-            conditional=conditional,
-            n_classes=n_classes,
-        )
         _check(image_size, width, "model.d_width", 2)
         self.pack, self.conditional = check_pack(pack), conditional
         c = channels * pack
