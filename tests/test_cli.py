@@ -22,8 +22,22 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
         (["data=nope"], "Could not find 'data/nope'"),
         (["data=mnist", "data.download=false"], "data.root"),
         (["data=image_folder", "data.image_size=48", "data.root=."], "data.image_size=48"),
+        (["callbacks.checkpoint.every_n_iters=0"], "callbacks.checkpoint.every_n_iters=0 must"),
+        (["callbacks.samples.every_n_iters=0"], "callbacks.samples.every_n_iters=0 must"),
+        (["callbacks.evaluation.every_n_iters=-5"], "callbacks.evaluation.every_n_iters=-5 must"),
+        (["callbacks.plots.n_snapshots=1"], "callbacks.plots.n_snapshots=1 must"),
     ],
-    ids=["loss", "model", "data", "missing-dataset", "image-size"],
+    ids=[
+        "loss",
+        "model",
+        "data",
+        "missing-dataset",
+        "image-size",
+        "checkpoint-every",
+        "samples-every",
+        "evaluation-every",
+        "plots-snapshots",
+    ],
 )
 def test_user_errors_are_one_clear_message(tmp_path: Path, overrides, expected) -> None:
     if "data=image_folder" in overrides:

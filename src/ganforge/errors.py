@@ -1,5 +1,9 @@
 """User-facing errors: each names the config key or file at fault and the fix."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class GanforgeError(Exception):
     """Base class for errors caused by the user's input, printed without a traceback."""
@@ -19,3 +23,23 @@ class CheckpointError(GanforgeError, ValueError):
 
 class NonFiniteLossError(GanforgeError, FloatingPointError):
     """A loss became NaN or inf; the update was not applied, so the weights are the last good."""
+
+
+# The checks take the full key (`data.batch_size`) so the message names what the user typed.
+
+
+def check_int(key: str, value: Any, minimum: int = 1) -> None:
+    # bool is an int subclass, but `batch_size: true` in a yaml is a typo, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{key}={value!r} must be {what}")
+
+
+def check_positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}={value!r} must be a positive number")
+
+
+def check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, check_int
 
 log = logging.getLogger("ganforge")
 
@@ -33,6 +33,7 @@ class IterationCheckpoint(L.Callback):
         save_last: bool = True,
         save_on_signal: bool = True,
     ) -> None:
+        check_int("callbacks.checkpoint.every_n_iters", every_n_iters)
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
         self.save_last = save_last

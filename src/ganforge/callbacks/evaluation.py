@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 
 from ganforge.callbacks.checkpoint import atomic_save_checkpoint
+from ganforge.errors import check_int
 from ganforge.evaluation import Evaluator, flat_metrics
 
 
@@ -21,6 +22,7 @@ class PeriodicEvaluation(L.Callback):
         dirpath: str | None = None,
         ema: bool = True,
     ) -> None:
+        check_int("callbacks.evaluation.every_n_iters", every_n_iters)
         self.evaluator, self.every_n_iters, self.ema = evaluator, every_n_iters, ema
         self.dirpath = Path(dirpath) if dirpath else None
         self.best_fid = math.inf

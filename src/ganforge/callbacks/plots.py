@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ganforge.callbacks.images import figure_image, save_and_log_image
+from ganforge.errors import check_int
 
 CURVES = {  # file stem -> (title, y label, metric keys)
     "losses": ("Losses", "loss", ("train/d_loss", "train/g_loss")),
@@ -95,8 +96,8 @@ class TrainingPlots(L.Callback):
             n_points: generated points per snapshot (one fixed noise batch).
             ema: draw snapshots from the EMA generator when there is one.
         """
-        if n_snapshots < 2:
-            raise ValueError(f"callbacks.plots.n_snapshots={n_snapshots} must be at least 2")
+        check_int("callbacks.plots.n_snapshots", n_snapshots, minimum=2)
+        check_int("callbacks.plots.n_points", n_points)
         self.dirpath, self.n_snapshots = Path(dirpath), n_snapshots
         self.n_points, self.ema = n_points, ema
         self.history: dict[str, list[tuple[int, float]]] = {}

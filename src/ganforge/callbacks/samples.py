@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ganforge.callbacks.images import figure_image, image_grid, save_and_log_image
+from ganforge.errors import check_int
 
 N_SCATTER = 2000  # points per 2-D scatter; fixed seed so frames are comparable
 
@@ -40,6 +41,7 @@ class SampleGrid(L.Callback):
     """Every `every_n_iters` GAN iterations and at the end, save `dirpath/iter_XXXXXXX.png`."""
 
     def __init__(self, dirpath: str, every_n_iters: int = 500, ema: bool = True) -> None:
+        check_int("callbacks.samples.every_n_iters", every_n_iters)
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
         self.ema = ema

@@ -8,15 +8,13 @@ the DataLoader and the augmentation.
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ganforge.data.sampler import ResumableShardedSampler
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, check_bool, check_int
 
 SPLITS = ("train", "test")
 
@@ -29,26 +27,6 @@ def to_float(x: Tensor) -> Tensor:
 def to_uint8(x: Tensor) -> Tensor:
     """Float images in [-1, 1] → uint8 in 0..255; out-of-range generator outputs are clamped."""
     return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-
-
-# The checks take the full key (`data.batch_size`) so the message names what the user typed.
-
-
-def check_int(key: str, value: Any, minimum: int = 1) -> None:
-    # bool is an int subclass, but `batch_size: true` in a yaml is a typo, not a 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{key}={value!r} must be {what}")
-
-
-def check_positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{key}={value!r} must be a positive number")
-
-
-def check_bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} must be true or false")
 
 
 def seeded_permutation(n: int, seed: int) -> Tensor:

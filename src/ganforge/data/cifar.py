@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ganforge.data.base import InMemoryDataModule, check_bool, check_int, seeded_permutation
+from ganforge.data.base import InMemoryDataModule, seeded_permutation
 from ganforge.data.files import existing, locate, read_bytes
-from ganforge.errors import DataError
+from ganforge.errors import DataError, check_bool, check_int
 
 FOLDER = "cifar-10-batches-py"  # what the official tarball (and torchvision) unpacks to
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]

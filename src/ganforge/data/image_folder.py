@@ -12,8 +12,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from ganforge.data.base import InMemoryDataModule, check_bool, check_int
-from ganforge.errors import ConfigError, DataError
+from ganforge.data.base import InMemoryDataModule
+from ganforge.errors import ConfigError, DataError, check_bool, check_int
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 

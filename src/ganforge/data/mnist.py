@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ganforge.data.base import InMemoryDataModule, check_bool, check_int, seeded_permutation
+from ganforge.data.base import InMemoryDataModule, seeded_permutation
 from ganforge.data.files import existing, locate, read_bytes
-from ganforge.errors import ConfigError, DataError
+from ganforge.errors import ConfigError, DataError, check_bool, check_int
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ganforge.data.base import InMemoryDataModule, check_int, check_positive
-from ganforge.errors import ConfigError
+from ganforge.data.base import InMemoryDataModule
+from ganforge.errors import ConfigError, check_int, check_positive
 
 
 class ToyDataModule(InMemoryDataModule):
