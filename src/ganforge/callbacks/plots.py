@@ -19,11 +19,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from ganforge.callbacks.images import figure_image, save_and_log_image
+from ganforge.callbacks.samples import draw_points, fixed_points
 from ganforge.errors import check_int
 
 CURVES = {  # file stem -> (title, y label, metric keys)
@@ -68,17 +68,8 @@ def evolution_image(
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (it, fake) in zip(axes.flat, snapshots, strict=False):
-        if modes is not None:
-            m = modes.cpu().numpy()
-            # On top: the real points would otherwise hide the markers they surround.
-            ax.scatter(m[:, 0], m[:, 1], s=30, marker="+", c="tab:red", lw=0.8, zorder=3)
-        if real is not None:
-            r = real.cpu().numpy()
-            ax.scatter(r[:, 0], r[:, 1], s=2, c="0.7")
-        f = fake.cpu().numpy()
-        ax.scatter(f[:, 0], f[:, 1], s=1, c="tab:blue", alpha=0.5)
+        draw_points(ax, fake, real, modes, size=1)
         ax.set_title(f"iteration {it}", fontsize=9)
-        ax.set_aspect("equal")
     fig.suptitle("generated (blue) over real data (grey) and modes (red)", fontsize=9)
     return figure_image(fig)
 
@@ -142,9 +133,8 @@ class TrainingPlots(L.Callback):
         it = pl_module.iteration
         if self.snapshots and self.snapshots[-1][0] == it:
             return
-        z = torch.randn(self.n_points, pl_module.z_dim, generator=torch.Generator().manual_seed(0))
-        y = pl_module.sample_y(self.n_points, generator=torch.Generator().manual_seed(1))
-        self.snapshots.append((it, pl_module.generate(z, y, ema=self.ema).float().cpu()))
+        fake = fixed_points(pl_module, self.n_points, self.ema)
+        self.snapshots.append((it, fake.float().cpu()))
 
     # --- drawing -----------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
