@@ -40,13 +40,13 @@ import logging
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import median
 from typing import Any, ClassVar
 
 import lightning as L
@@ -116,10 +116,6 @@ def synchronize() -> None:
 def rate(stamps: list[float], warmup: int) -> float:
     """Iterations per second between the end of iteration `warmup` and the last one."""
     return (len(stamps) - warmup) / (stamps[-1] - stamps[warmup - 1])
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 class IterationTimer(L.Callback):
