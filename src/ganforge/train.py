@@ -18,8 +18,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.cli import report_user_errors
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.metrics.fetch_inception import ensure_weights
 
 log = logging.getLogger("ganforge")
 
@@ -63,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ]
     # A callback set to null (e.g. `callbacks.evaluation=null`) is switched off.
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    prepare_evaluation(callbacks, datamodule)
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -78,6 +81,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["train/iterations"] = system.iteration
     metrics["output_dir"] = str(out)
     return metrics
+
+
+def prepare_evaluation(callbacks: list[Any], datamodule: Any) -> None:
+    """Build (or check) the FID Inception weights now, before iteration 1, when a periodic
+    evaluation will need them, so a cold machine does not fail at the first evaluation after
+    minutes of training. 2-D data is scored by mode coverage and needs no weights."""
+    if not getattr(datamodule, "is_image", False):
+        return
+    for callback in callbacks:
+        if isinstance(callback, PeriodicEvaluation) and callback.evaluator.names:
+            ensure_weights(callback.evaluator.inception_weights)
 
 
 def _resume_wandb(name: str, node: DictConfig, ckpt_path: str | None) -> dict[str, Any]:

