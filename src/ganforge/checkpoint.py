@@ -1,87 +1,437 @@
-"""Reading ganforge checkpoints as data, not code.
+"""Reading ganforge checkpoints as data, not code: the one owner of the checkpoint record.
 
-A checkpoint is loaded with `weights_only=True` (no pickled objects run), and networks are rebuilt
-only from ganforge's own model classes named in it — never by instantiating an arbitrary
-`_target_` from the file or its stored config, which would let a downloaded checkpoint run code.
+A checkpoint is Lightning's dict plus the `"ganforge"` record written by `GANSystem`:
+`iteration`, `generator` / `discriminator` (`{"class": "ganforge.models.<m>.<Class>",
+"init_args": {...}}`), `has_ema`, `meta` (the data and model the run was trained on) and the
+resume state (RNGs, W&B id). The networks' weights sit in `state_dict` under the prefixes below.
+
+`load` is the only `torch.load` of a checkpoint in ganforge and validates everything before any
+network is built:
+- `weights_only=True`, passed explicitly, so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` in the user's
+  environment cannot turn a downloaded file back into pickled code;
+- networks are rebuilt only from ganforge's own model classes, never from a `_target_`;
+- `init_args` must be plain data (numbers, strings, booleans, None) accepted by the class's
+  constructor signature and inside sane bounds, and the network is first built on the `meta` device
+  (no memory) and compared, tensor by tensor, with the weights in the file: an absurd record
+  (a width of 10**9) is refused without any allocation attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import pickle
-import zipfile
+import inspect
+import math
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, GanforgeError
 
+RECORD_KEY = "ganforge"  # Lightning's checkpoint dict holds ganforge's record under this key
+# GANSystem's attribute names, hence the state-dict prefixes of its networks.
+G_PREFIX, D_PREFIX, G_EMA_PREFIX = "G.", "D.", "G_ema."
+PREFIXES = {"generator": G_PREFIX, "discriminator": D_PREFIX, "generator_ema": G_EMA_PREFIX}
 MODEL_PACKAGE = "ganforge.models."
+
+# Bounds on a record's constructor arguments. No ganforge model needs more (widths are hundreds,
+# depths a handful); anything beyond is a corrupt or crafted file, refused before it is built.
+MAX_INIT_INT = 1 << 16
+MAX_INIT_STR = 64
+# A constructor registers a few submodules, parameters and buffers per tensor it keeps (e.g. a
+# Linear, its weight and bias, a ReLU); many more than that cannot be the network in the file.
+PARTS_PER_TENSOR = 8
+# Lightning's own keys a resume reads: their absence is a KeyError deep inside Lightning.
+LIGHTNING_KEYS: dict[str, type | tuple[type, ...]] = {
+    "state_dict": dict,
+    "optimizer_states": list,
+    "loops": dict,
+    "global_step": int,
+    "epoch": int,
+}
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A network as a record describes it: a ganforge model class and validated plain arguments."""
+
+    class_path: str
+    cls: type[nn.Module]
+    init_args: dict[str, Any]  # every constructor argument: the stored ones over the defaults
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A validated checkpoint: the record's facts, typed, and the raw dict for Lightning."""
+
+    path: Path
+    raw: dict[str, Any]
+    iteration: int
+    generator: NetworkSpec
+    discriminator: NetworkSpec
+    has_ema: bool
+    meta: dict[str, Any]
+    key: str = "ckpt"  # the option that named the file, for messages
+
+    @property
+    def where(self) -> str:
+        return f"{self.key}={self.path}"
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.raw[RECORD_KEY]
+
+    def state_of(self, which: str) -> dict[str, Tensor]:
+        """The state dict of one network ("generator", "discriminator" or "generator_ema")."""
+        prefix = PREFIXES[which]
+        return {
+            k[len(prefix) :]: v for k, v in self.raw["state_dict"].items() if k.startswith(prefix)
+        }
+
+    def build(self, which: str, finite: bool = True) -> nn.Module:
+        """Rebuild a network with its weights, in eval mode. `finite`: refuse NaN/inf weights,
+        which would only draw blank pictures or NaN metrics."""
+        spec = self.discriminator if which == "discriminator" else self.generator
+        state = self.state_of(which)
+        if finite:
+            bad = next(
+                (k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()),
+                None,
+            )
+            if bad is not None:
+                raise CheckpointError(
+                    f"{self.where}: the {which.replace('_', ' ')} has non-finite weights "
+                    f"(NaN or inf in {PREFIXES[which]}{bad}), so it cannot draw samples; the run "
+                    "had diverged by this save: use an earlier checkpoint of it "
+                    "(checkpoints/iter_*.ckpt)"
+                )
+        net = _construct(spec, self.where)
+        # Shapes were compared with the meta-built network in `load`, so this cannot fail on them.
+        net.load_state_dict(state)
+        return net.eval()
+
+    def build_generator(self, ema: bool = True) -> tuple[nn.Module, bool]:
+        """The generator (its EMA copy when asked for and present), frozen, and whether EMA."""
+        use_ema = ema and self.has_ema
+        net = self.build("generator_ema" if use_ema else "generator")
+        return net.requires_grad_(False), use_ema
+
+
+def load(path: str | Path, key: str = "ckpt") -> Checkpoint:
+    """Read and validate a ganforge checkpoint, or raise one CheckpointError naming `key=path`
+    (the option the user typed) and the fix. Builds nothing and allocates nothing beyond the
+    file's own tensors."""
+    path = Path(path)
+    raw = _read(path, key)
+    record = raw.get(RECORD_KEY)
+    where = f"{key}={path}"
+    if not isinstance(record, dict) or not isinstance(raw.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{where} is not a ganforge checkpoint (no 'ganforge' record with its networks); "
+            "pass a checkpoint written by ganforge-train"
+        )
+    if not record:
+        raise CheckpointError(f"{where} has an empty ganforge record; {_REWRITE}")
+    state = raw["state_dict"]
+    bad = next(
+        (k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, Tensor))), None
+    )
+    if bad is not None:
+        raise CheckpointError(f"{where}: state_dict entry {bad!r} is not a tensor; {_REWRITE}")
+    iteration = record.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(
+            f"{where}: the record's iteration={iteration!r} is not a count; {_REWRITE}"
+        )
+    has_ema = record.get("has_ema", False)
+    if not isinstance(has_ema, bool):
+        raise CheckpointError(f"{where}: the record's has_ema={has_ema!r} is not true/false")
+    meta = record.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: the record's meta is not a mapping; {_REWRITE}")
+    noise = record.get("noise_rng")
+    if noise is not None and not (isinstance(noise, Tensor) and noise.dtype == torch.uint8):
+        raise CheckpointError(f"{where}: the record's noise_rng is not an RNG state; {_REWRITE}")
+    specs = {which: _spec(record, which, where) for which in ("generator", "discriminator")}
+    networks = ["generator", "discriminator"] + (["generator_ema"] if has_ema else [])
+    for which in networks:
+        spec = specs["discriminator" if which == "discriminator" else "generator"]
+        _check_weights(spec, which, state, where)
+    return Checkpoint(
+        path, raw, iteration, specs["generator"], specs["discriminator"], has_ema, meta, key
+    )
+
+
+def is_readable(path: str | Path) -> bool:
+    """Whether `load` accepts the file (e.g. resume=auto skipping a half-written last.ckpt)."""
+    try:
+        load(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def check_resume(
+    path: str | Path, generator: nn.Module, discriminator: nn.Module, key: str = "ckpt_path"
+) -> dict[str, Any]:
+    """The validated checkpoint dict to resume from, after checking it was written by networks
+    like the ones this run built (class and constructor arguments) and holds what Lightning
+    reads; else a CheckpointError naming the file and the differing settings."""
+    ckpt = load(path, key)
+    where = f"{key}={ckpt.path}"
+    for name, want in LIGHTNING_KEYS.items():
+        value = ckpt.raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise CheckpointError(
+                f"{where} lacks Lightning's {name!r} entry (or it is malformed), so training "
+                "cannot resume from it; it can still be sampled or evaluated. Resume from "
+                "another checkpoint of the run, or start a new run without ckpt_path"
+            )
+    differences = []
+    for which, spec, built in (
+        ("generator", ckpt.generator, generator),
+        ("discriminator", ckpt.discriminator, discriminator),
+    ):
+        this = f"{type(built).__module__}.{type(built).__qualname__}"
+        if spec.class_path != this:
+            differences.append(f"{which} {spec.class_path} (checkpoint) vs {this} (this run)")
+            continue
+        args = dict(getattr(built, "init_args", {}))
+        for arg in sorted(set(spec.init_args) | set(args)):
+            theirs, ours = spec.init_args.get(arg), args.get(arg)
+            if theirs != ours:
+                differences.append(f"{which} {arg}={theirs!r} (checkpoint) vs {ours!r} (this run)")
+    if differences:
+        raise CheckpointError(
+            f"{where} was written by different networks than this run builds: "
+            f"{'; '.join(differences)}. Resume with the checkpoint's settings (the model= and "
+            "model.*/data.* overrides of that run, see its config_resolved.yaml) or start a new "
+            "run without ckpt_path"
+        )
+    return ckpt.raw
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, or one CheckpointError naming the file and what is wrong with it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ckpt={path} does not exist; pass the path of a .ckpt file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"ckpt={path} is corrupt, truncated or not a PyTorch checkpoint ({first_line}); "
-            "use another checkpoint, e.g. checkpoints/iter_*.ckpt of the same run"
-        ) from None
-    if not isinstance(ckpt, dict) or "ganforge" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(
-            f"ckpt={path} is not a ganforge checkpoint (no 'ganforge' record); "
-            "pass a checkpoint written by ganforge-train"
-        )
-    return ckpt
+    """The validated checkpoint dict (see `load`)."""
+    return load(path).raw
 
 
-def model_class(class_path: str, path: str | Path = "<checkpoint>") -> type[nn.Module]:
-    """Resolve a class path to a ganforge model class, refusing anything else."""
+def load_generator(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict[str, Any], bool]:
+    """The generator of a checkpoint (EMA when asked and present), its record, and whether EMA."""
+    ckpt = load(path)
+    net, used_ema = ckpt.build_generator(ema)
+    return net, ckpt.record, used_ema
+
+
+def model_class(class_path: str, where: str = "ckpt=<checkpoint>") -> type[nn.Module]:
+    """Resolve a class path to a ganforge model class, refusing anything else. `where` names the
+    file for messages (`ckpt=PATH`)."""
     module_name, _, name = class_path.rpartition(".")
     if not module_name.startswith(MODEL_PACKAGE) or not name.isidentifier():
         raise CheckpointError(
-            f"ckpt={path} names model class {class_path!r}, which is not one of ganforge's "
+            f"{where} names model class {class_path!r}, which is not one of ganforge's "
             f"models ({MODEL_PACKAGE}*); refusing to build it"
         )
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
         raise CheckpointError(
-            f"ckpt={path} names model class {class_path!r}, which this ganforge version lacks; "
+            f"{where} names model class {class_path!r}, which this ganforge version lacks; "
             "upgrade ganforge or use a checkpoint from this version"
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == module_name):
-        raise CheckpointError(f"ckpt={path}: {class_path!r} is not a ganforge model class")
+        raise CheckpointError(f"{where}: {class_path!r} is not a ganforge model class")
     return cls
 
 
-def build_network(ckpt: dict[str, Any], which: str, path: str | Path = "<checkpoint>") -> nn.Module:
-    """Rebuild `which` ("generator", "discriminator" or "generator_ema") with its weights."""
-    record = ckpt["ganforge"]
-    desc = record["generator" if which == "generator_ema" else which]
+# --- internals ------------------------------------------------------------------------------------
+
+_REWRITE = "the file is damaged or was not written by ganforge-train; use another checkpoint"
+
+
+def _read(path: Path, key: str) -> dict[str, Any]:
+    if path.is_dir():
+        raise CheckpointError(
+            f"{key}={path} is a directory, not a checkpoint file; pass a .ckpt file, e.g. a "
+            "run's checkpoints/last.ckpt"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{key}={path} does not exist; pass the path of a .ckpt file")
+    try:
+        # weights_only explicitly: an environment's TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only
+        # overrides callers that leave it unset. A pickled object is then refused, not run.
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise CheckpointError(f"{key}={path} cannot be read ({err.strerror or err})") from None
+    except Exception as err:  # unpickling garbage can raise almost anything
+        text = str(err).strip()
+        first_line = text.splitlines()[0] if text else type(err).__name__
+        raise CheckpointError(
+            f"{key}={path} is corrupt, truncated or not a PyTorch checkpoint ({first_line[:200]}); "
+            "use another checkpoint, e.g. checkpoints/iter_*.ckpt of the same run"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{key}={path} is not a ganforge checkpoint (it holds a {type(raw).__name__}, not "
+            "Lightning's dict); pass a checkpoint written by ganforge-train"
+        )
+    return raw
+
+
+def _spec(record: dict[str, Any], which: str, where: str) -> NetworkSpec:
+    desc = record.get(which)
+    if not isinstance(desc, dict) or not isinstance(desc.get("class"), str):
+        raise CheckpointError(
+            f"{where}: the record's {which} entry is missing or malformed (no class); {_REWRITE}"
+        )
+    class_path = desc["class"]
+    cls = model_class(class_path, where)
     init_args = desc.get("init_args", {})
     if not isinstance(init_args, dict):
-        raise CheckpointError(f"ckpt={path}: malformed init_args for the {which}")
-    net = model_class(desc["class"], path)(**init_args)
-    prefix = {"generator": "G.", "discriminator": "D.", "generator_ema": "G_ema."}[which]
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        raise CheckpointError(f"{where}: malformed init_args for the {which} (not a mapping)")
+    return NetworkSpec(class_path, cls, _check_init_args(cls, init_args, which, where))
+
+
+def _check_init_args(
+    cls: type[nn.Module], init_args: dict[str, Any], which: str, where: str
+) -> dict[str, Any]:
+    """The arguments, checked as plain data against the constructor's signature and bounds."""
+    init = inspect.unwrap(cls.__init__)  # records_init_args wraps it
+    parameters = dict(inspect.signature(init).parameters)
+    parameters.pop(next(iter(parameters)))  # self
+    hints = typing.get_type_hints(init)
+    for name, value in init_args.items():
+        param = parameters.get(name) if isinstance(name, str) else None
+        if param is None or param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            raise CheckpointError(
+                f"{where}: the {which}'s init_args has {name!r}, which {cls.__qualname__} does not "
+                f"take (it takes {sorted(parameters)}); {_REWRITE}"
+            )
+        problem = _plain_value_problem(value, hints.get(name))
+        if problem:
+            raise CheckpointError(
+                f"{where}: the {which}'s init_args {name}={_short(value)} {problem}; {_REWRITE}"
+            )
+    missing = [n for n, p in parameters.items() if p.default is p.empty and n not in init_args]
+    if missing:
+        raise CheckpointError(f"{where}: the {which}'s init_args lack {missing}; {_REWRITE}")
+    # An argument added to the class after the file was written built the default network then.
+    defaults = {n: p.default for n, p in parameters.items() if p.default is not p.empty}
+    return {**defaults, **init_args}
+
+
+def _plain_value_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` is not an acceptable `hint` argument, or None when it is."""
+    allowed = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+    if value is None:
+        return None if type(None) in allowed else "must not be null"
+    if isinstance(value, bool):
+        return None if bool in allowed else "must not be true/false"
+    if isinstance(value, int):
+        if int not in allowed and float not in allowed:
+            return "must not be a number"
+        if not 0 <= value <= MAX_INIT_INT:
+            return f"is outside 0..{MAX_INIT_INT}"
+        return None
+    if isinstance(value, float):
+        if float not in allowed:
+            return "must be an integer" if int in allowed else "must not be a number"
+        return (
+            None if math.isfinite(value) and abs(value) <= MAX_INIT_INT else "is not a sane number"
+        )
+    if isinstance(value, str):
+        if str not in allowed:
+            return "must not be a string"
+        return None if len(value) <= MAX_INIT_STR else "is too long"
+    return f"is a {type(value).__name__}, not plain data"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _construct(spec: NetworkSpec, where: str) -> nn.Module:
     try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"ckpt={path}: the {which} weights do not fit: {err}") from None
-    return net.eval()
+        return spec.cls(**spec.init_args)
+    except GanforgeError as err:
+        # The model's own check (e.g. an image size it does not support) names a config key the
+        # user never typed: say that the checkpoint holds the value.
+        raise CheckpointError(
+            f"{where}: its {spec.class_path} settings are invalid ({err}); {_REWRITE}"
+        ) from None
 
 
-def load_generator(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict[str, Any], bool]:
-    """The generator of a checkpoint (EMA when asked and present), its record, and whether EMA."""
-    ckpt = load_checkpoint(path)
-    use_ema = bool(ema and ckpt["ganforge"].get("has_ema"))
-    net = build_network(ckpt, "generator_ema" if use_ema else "generator", path)
-    return net.requires_grad_(False), ckpt["ganforge"], use_ema
+@contextlib.contextmanager
+def _at_most_parts(limit: int, where: str, which: str) -> Iterator[None]:
+    """Stop a constructor once it has registered more submodules, parameters and buffers than
+    the file's tensors could fill. On the meta device a huge width costs nothing, but a huge depth
+    still builds that many Python objects: a record with depth=60000 would take a minute."""
+    count = 0
+
+    def tick(*_: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise CheckpointError(
+                f"{where}: the {which}'s init_args describe a network far larger than the weights "
+                f"in the file; {_REWRITE}"
+            )
+
+    handles = [
+        register_module_module_registration_hook(tick),
+        register_module_parameter_registration_hook(tick),
+        register_module_buffer_registration_hook(tick),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _check_weights(spec: NetworkSpec, which: str, state: dict[str, Tensor], where: str) -> None:
+    """The file's tensors for `which` match, name for name and shape for shape, the network its
+    record describes. The network is built on the meta device: no memory, whatever the sizes."""
+    prefix = PREFIXES[which]
+    have = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        with torch.device("meta"), _at_most_parts(PARTS_PER_TENSOR * len(have) + 64, where, which):
+            expected = spec.cls(**spec.init_args).state_dict()
+    except CheckpointError:
+        raise
+    except GanforgeError as err:
+        raise CheckpointError(
+            f"{where}: its {spec.class_path} settings are invalid ({err})"
+        ) from None
+    except Exception as err:  # a record the constructor cannot digest
+        raise CheckpointError(
+            f"{where}: the {which}'s init_args cannot build {spec.class_path} "
+            f"({type(err).__name__}: {err}); {_REWRITE}"
+        ) from None
+    missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{where}: the {which} weights do not fit its record ({len(missing)} missing, e.g. "
+            f"{missing[:2]}; {len(extra)} unexpected, e.g. {extra[:2]}); {_REWRITE}"
+        )
+    for name, tensor in expected.items():
+        if (
+            have[name].shape != tensor.shape
+            or have[name].dtype.is_floating_point != tensor.dtype.is_floating_point
+        ):
+            raise CheckpointError(
+                f"{where}: the {which} weight {prefix}{name} has shape {tuple(have[name].shape)} "
+                f"but its record's {spec.class_path} needs {tuple(tensor.shape)}; {_REWRITE}"
+            )
