@@ -327,10 +327,9 @@ class GANSystem(L.LightningModule):
     def log_iteration_metrics(self, metrics: dict[str, float]) -> None:
         """Send metrics to every logger against the GAN iteration, not Lightning's global_step."""
         self.last_metrics.update(metrics)
+        # The console shows them through ganforge.callbacks.progress, which reads last_metrics.
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.iteration)
-        short = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("train/")}
-        self.log_dict(short, prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     # --- optimizers and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:

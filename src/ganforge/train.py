@@ -15,10 +15,12 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.callbacks.evaluation import PeriodicEvaluation
+from ganforge.callbacks.progress import IterationProgress
 from ganforge.cli import report_user_errors
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.metrics.fetch_inception import ensure_weights
@@ -66,6 +68,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # A callback set to null (e.g. `callbacks.evaluation=null`) is switched off.
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     prepare_evaluation(callbacks, datamodule)
+    own_bar = any(isinstance(c, ProgressBar) for c in callbacks)
+    if cfg.trainer.get("enable_progress_bar", True) and not own_bar:
+        # Progress in GAN iterations in Lightning's progress-bar slot (its own bar counts epochs).
+        callbacks.append(IterationProgress(cfg.train.get("max_iters"), cfg.train.log_every))
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
