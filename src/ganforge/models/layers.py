@@ -1,5 +1,6 @@
 """Pieces every model shares: the spectral-norm switch, PacGAN packing, class-conditional
-BatchNorm for generators and the label-dependent head of conditional discriminators.
+BatchNorm for generators, the label-dependent head of conditional discriminators, maxout units
+and the papers' weight initialisations.
 
 The model protocol the GAN system relies on:
 - a generator is called `G(z)`, or `G(z, y)` when it is conditional (`G.n_classes` is set);
@@ -18,9 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, check_int, check_positive
 
 CONDITIONAL = ("none", "projection", "acgan")
+# Weight initialisations of the papers' released code: torch's own, N(0, scale^2) (PacGAN's
+# blocks IsotropicGaussian) or U(-scale, scale) (pylearn2's irange, Goodfellow et al. 2014).
+INITS = ("default", "normal", "uniform")
 
 
 def records_init_args(init: Callable[..., None]) -> Callable[..., None]:
@@ -163,3 +167,45 @@ class ConditionalHead(nn.Module):
 
 def one_hot(y: Tensor, n_classes: int, like: Tensor) -> Tensor:
     return F.one_hot(require_labels(y), n_classes).to(like.dtype)
+
+
+# --- maxout and initialisation ----------------------------------------------------------------
+class Maxout(nn.Module):
+    """A maxout layer (Goodfellow et al. 2013): one affine map to `out_features * pieces` units,
+    then the max over each group of `pieces` consecutive units. Grouping consecutive units is
+    the layout of blocks' LinearMaxout and pylearn2's Maxout, the layers of the PacGAN and GAN
+    papers' discriminators."""
+
+    def __init__(self, in_features: int, out_features: int, pieces: int) -> None:
+        super().__init__()
+        check_int("model.discriminator.pieces", pieces)
+        self.out_features, self.pieces = out_features, pieces
+        self.linear = nn.Linear(in_features, out_features * pieces)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x).view(*x.shape[:-1], self.out_features, self.pieces).amax(-1)
+
+
+def check_init(key: str, init: str, scale: float) -> None:
+    if init not in INITS:
+        raise ConfigError(f"{key}={init!r} must be one of {list(INITS)}")
+    if init != "default":
+        check_positive(f"{key}_scale", scale)
+
+
+def init_weights_(module: nn.Module, init: str, scale: float) -> nn.Module:
+    """Re-initialise every linear and conv layer of `module`: weights N(0, scale^2) ("normal") or
+    U(-scale, scale) ("uniform"), biases zero; "default" keeps torch's initialisation.
+    Normalisation layers keep their identity affine map (scale 1, shift 0), as in both papers'
+    code. Call before `spectral_norm_`, which normalises whatever weight it wraps."""
+    if init == "default":
+        return module
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            if init == "normal":
+                nn.init.normal_(m.weight, 0.0, scale)
+            else:
+                nn.init.uniform_(m.weight, -scale, scale)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
