@@ -19,13 +19,25 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge import checkpoint
+from ganforge.callbacks.checkpoint import IterationCheckpoint
 from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.progress import IterationProgress
-from ganforge.cli import report_user_errors
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.cli import report_user_errors, run_hydra_main
+from ganforge.errors import ConfigError, GanforgeError
 from ganforge.metrics.fetch_inception import ensure_weights
+from ganforge.preflight import (
+    check_ckpt_path,
+    check_config,
+    check_loggers,
+    check_outputs,
+    source_key,
+)
+from ganforge.system import GANSystem
 
 log = logging.getLogger("ganforge")
+# Callbacks that write checkpoints atomically (through a `*.ckpt.tmp`) into their `dirpath`.
+CHECKPOINT_WRITERS = (IterationCheckpoint, PeriodicEvaluation)
 
 
 def config_dir() -> Path:
@@ -35,15 +47,17 @@ def config_dir() -> Path:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the GAN described by `cfg`; return the final metrics (floats keyed `stage/name`)."""
+    """Fit the GAN described by `cfg`; return the final metrics (floats keyed `stage/name`).
+
+    Everything a run needs is checked before iteration 1, in order of cost: config values, paths
+    and logger services (nothing read or written), then the networks against the checkpoint to
+    resume, then the FID weights; only then does anything get written.
+    """
     _check(cfg)
     ckpt_path = cfg.get("ckpt_path") or _auto_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     # n_critic D updates each consume a fresh real batch, so one loader batch holds n_critic.
     # The training order is seeded by the run's seed; the data's own `seed` draws toy datasets.
@@ -61,10 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     # _convert_="all": optimizer kwargs become plain lists/dicts, which load with weights_only.
     system = build(cfg.system, meta=meta, _convert_="all")
-    loggers = [
-        build(c, **_resume_wandb(name, c, ckpt_path))
-        for name, c in (cfg.get("logger") or {}).items()
-    ]
+    record = _check_resume(cfg, ckpt_path, system) if ckpt_path else {}
     # A callback set to null (e.g. `callbacks.evaluation=null`) is switched off.
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     prepare_evaluation(callbacks, datamodule)
@@ -72,12 +83,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.get("enable_progress_bar", True) and not own_bar:
         # Progress in GAN iterations in Lightning's progress-bar slot (its own bar counts epochs).
         callbacks.append(IterationProgress(cfg.train.get("max_iters"), cfg.train.log_every))
+    loggers = [
+        build(c, **_resume_wandb(name, c, record)) for name, c in (cfg.get("logger") or {}).items()
+    ]
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+    _remove_stale_tmp(callbacks, ckpt_path)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
     try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only=True said explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the user's
+        # environment must not turn a downloaded checkpoint into code that runs.
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         # Close the W&B run here, so the next job of a multirun (same process) starts its own.
         for logger in trainer.loggers:
@@ -100,34 +120,62 @@ def prepare_evaluation(callbacks: list[Any], datamodule: Any) -> None:
             ensure_weights(callback.evaluator.inception_weights)
 
 
-def _resume_wandb(name: str, node: DictConfig, ckpt_path: str | None) -> dict[str, Any]:
+def _check_resume(cfg: DictConfig, ckpt_path: str, system: GANSystem) -> dict[str, Any]:
+    """The checkpoint's ganforge record, once the file is a readable ganforge checkpoint of the
+    networks this run built and leaves iterations to train."""
+    record = checkpoint.check_resume(ckpt_path, system.G, system.D)["ganforge"]
+    done = int(record.get("iteration", 0))
+    max_iters = cfg.system.max_iters
+    if max_iters is not None and done >= max_iters:
+        key = source_key(cfg, "system.max_iters")
+        raise ConfigError(
+            f"{key}={max_iters} but {ckpt_path} is already at iteration {done}: there is nothing "
+            f"left to train; set {key} above {done} to continue it"
+        )
+    return record
+
+
+def _remove_stale_tmp(callbacks: list[Any], ckpt_path: str | None) -> None:
+    """A `*.ckpt.tmp` is a checkpoint write that was killed before its rename (the checkpoint it
+    was replacing is intact): delete those left in this run's checkpoint folders and next to the
+    checkpoint being resumed."""
+    folders = {
+        Path(c.dirpath)
+        for c in callbacks
+        if isinstance(c, CHECKPOINT_WRITERS) and c.dirpath is not None
+    }
+    if ckpt_path:
+        folders.add(Path(ckpt_path).parent)
+    for folder in sorted(folders):
+        for stale in folder.glob("*.ckpt.tmp"):
+            log.warning("removing %s, left by a checkpoint write that was interrupted", stale)
+            stale.unlink(missing_ok=True)
+
+
+def _resume_wandb(name: str, node: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     """On resume, the W&B run id recorded in the checkpoint, unless logger.wandb.id is set."""
-    if name != "wandb" or not ckpt_path or node.get("id"):
+    if name != "wandb" or node.get("id"):
         return {}
-    record = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["ganforge"]
     run_id = record.get("wandb_run_id")
     return {"id": run_id} if run_id else {}
 
 
 def _auto_resume(cfg: DictConfig) -> str | None:
-    """With resume=auto, the newest last.ckpt among this task's earlier runs, else None."""
+    """With resume=auto, the newest readable last.ckpt among this task's earlier runs, else None.
+    A newest one that cannot be read (e.g. the disk filled up) is skipped with a warning."""
     resume = cfg.get("resume")
     if resume is None:
         return None
-    if resume != "auto":
-        raise ConfigError(
-            f"resume={resume!r} must be null or auto; to continue a given checkpoint, "
-            "use ckpt_path=PATH"
-        )
     runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
     own = Path(cfg.paths.output_dir).resolve()
     found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parent.parent.resolve() != own]
-    if not found:
-        log.info("resume=auto: no %s/*/checkpoints/last.ckpt yet; starting fresh", runs)
-        return None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
-    log.info("resume=auto: continuing %s", newest)
-    return str(newest)
+    for candidate in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        if checkpoint.is_readable(candidate):
+            log.info("resume=auto: continuing %s", candidate)
+            return str(candidate)
+        log.warning("resume=auto: skipping %s, which cannot be read as a checkpoint", candidate)
+    log.info("resume=auto: no readable %s/*/checkpoints/last.ckpt yet; starting fresh", runs)
+    return None
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -148,7 +196,9 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def _check(cfg: DictConfig) -> None:
-    """Fail on inconsistent settings before any data is loaded or anything is written."""
+    """Fail on invalid or inconsistent settings before any data is loaded or anything is written
+    (values, then paths and services; see ganforge.preflight)."""
+    check_config(cfg)
     max_iters = cfg.train.get("max_iters")
     endless = max_iters is None and cfg.trainer.get("max_epochs", -1) in (-1, None)
     if endless and not cfg.trainer.get("fast_dev_run"):
@@ -164,9 +214,15 @@ def _check(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator}; use GPUs or set trainer.sync_batchnorm=false "
             "(each rank then keeps its own BatchNorm statistics)"
         )
-    ckpt = cfg.get("ckpt_path")
-    if ckpt is not None and not Path(ckpt).is_file():
-        raise CheckpointError(f"ckpt_path={ckpt} does not exist; pass the path of a .ckpt file")
+    resume = cfg.get("resume")
+    if resume not in (None, "auto"):
+        raise ConfigError(
+            f"resume={resume!r} must be null or auto; to continue a given checkpoint, "
+            "use ckpt_path=PATH"
+        )
+    check_ckpt_path(cfg)
+    check_loggers(cfg)
+    check_outputs(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -192,7 +248,7 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 
 
 def main() -> None:
-    _hydra_main()
+    run_hydra_main(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,262 @@
+"""Checks `ganforge-train` runs before anything is loaded, built or written.
+
+Each error names the key the user typed: a value reaches the code through interpolations
+(`system.n_critic: ${loss.n_critic}`, `system.g_optimizer: ${optim.generator}` whose `lr` is
+`${optim.lr_g}`), and `source_key` follows them back, so `loss.n_critic=0` is reported as
+`loss.n_critic`, not as the `data.batches_per_step` or `system.n_critic` it feeds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import netrc
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ganforge.cli import check_writable
+from ganforge.errors import CheckpointError, ConfigError
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+# numpy's seed range (Lightning's seed_everything silently replaces anything outside it by 0).
+MAX_SEED = 2**32 - 1
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def source_key(cfg: DictConfig, key: str) -> str:
+    """The key whose value `key` reads, following `${a.b}` interpolations of the key itself or of
+    any node above it: `system.g_optimizer.lr` → `optim.lr_g`."""
+    parts = key.split(".")
+    for _ in range(16):  # interpolation chains are short; Hydra has already refused cycles
+        for i, part in enumerate(parts):
+            parent = OmegaConf.select(cfg, ".".join(parts[:i])) if i else cfg
+            if not isinstance(parent, DictConfig) or part not in parent:
+                return ".".join(parts)
+            # The unresolved value: an interpolation string, or a node / plain value.
+            raw = parent._get_node(part)._value()  # type: ignore[union-attr]
+            if isinstance(raw, str) and (match := _INTERPOLATION.fullmatch(raw)):
+                parts = match.group(1).split(".") + parts[i + 1 :]
+                break
+        else:
+            return ".".join(parts)
+    return ".".join(parts)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    return repr(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Checker:
+    """Value checks on the composed config, each naming the key the user typed."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def value(self, key: str) -> Any:
+        return OmegaConf.select(self.cfg, key)
+
+    def fail(self, key: str, what: str, fix: str = "") -> ConfigError:
+        """The error for `key`'s value; `fix` may say `{key}` for the key the user typed."""
+        user_key = source_key(self.cfg, key)
+        message = f"{user_key}={_show(self.value(key))} must be {what}"
+        return ConfigError(f"{message}; {fix.format(key=user_key)}" if fix else message)
+
+    def positive_int(self, key: str, nullable: bool = False, fix: str = "") -> None:
+        value = self.value(key)
+        if value is None and nullable:
+            return
+        if not (_is_int(value) and value >= 1):
+            what = "a positive integer" + (" or null" if nullable else "")
+            raise self.fail(key, what, fix)
+
+    def number(self, key: str, minimum: float, strict: bool, nullable: bool, fix: str) -> None:
+        value = self.value(key)
+        if value is None and nullable:
+            return
+        ok = _is_number(value) and (value > minimum if strict else value >= minimum)
+        if not ok:
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            raise self.fail(key, f"a number {bound}" + (" or null" if nullable else ""), fix)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every value `train` hands to torch or Lightning that they would reject with a traceback
+    (or, worse, accept and do something else), checked before any work."""
+    c = Checker(cfg)
+    seed = cfg.get("seed")
+    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+        raise c.fail("seed", f"an integer in [0, {MAX_SEED}]", "e.g. {key}=0")
+    c.positive_int("num_threads", nullable=True, fix="e.g. {key}=2, or null for torch's default")
+    # The system's keys, named as the user typed them (train.max_iters, loss.n_critic, ...).
+    c.positive_int(
+        "system.max_iters",
+        nullable=True,
+        fix="it is the run length in GAN iterations, e.g. {key}=2000",
+    )
+    c.positive_int(
+        "system.log_every", fix="it is the iterations between logged train/* metrics, e.g. {key}=10"
+    )
+    c.positive_int(
+        "system.n_critic",
+        fix="it counts discriminator updates per generator update, e.g. {key}=1 (5 for WGAN-GP)",
+    )
+    for net in ("d", "g"):
+        c.number(
+            f"system.grad_clip_{net}",
+            0.0,
+            strict=True,
+            nullable=True,
+            fix="it is a maximum gradient norm, e.g. {key}=10, or null for no clipping",
+        )
+    for role in ("g_optimizer", "d_optimizer"):
+        _check_optimizer(c, f"system.{role}")
+
+
+def _check_optimizer(c: Checker, key: str) -> None:
+    node = c.value(key)
+    if not isinstance(node, DictConfig):
+        return
+    if "lr" in node:
+        c.number(f"{key}.lr", 0.0, strict=False, nullable=False, fix="e.g. {key}=2e-4")
+    if "betas" in node:
+        betas = node.betas
+        ok = (
+            isinstance(betas, ListConfig)
+            and len(betas) == 2
+            and all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)
+        )
+        if not ok:
+            raise c.fail(f"{key}.betas", "two numbers in [0, 1)", "e.g. {key}=[0.5,0.999]")
+    if "momentum" in node:
+        c.number(f"{key}.momentum", 0.0, strict=False, nullable=False, fix="e.g. {key}=0.5")
+    # Whatever else torch refuses (eps, weight_decay, a misspelt argument): build the optimizer
+    # on one dummy parameter and name the config node with torch's reason.
+    try:
+        factory = instantiate(node, _convert_="all")
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as err:
+        user_key = source_key(c.cfg, key)
+        raise ConfigError(
+            f"{user_key} is refused by {node.get('_target_')}: {err}; fix that argument "
+            f"under {user_key}"
+        ) from None
+
+
+def check_ckpt_path(cfg: DictConfig) -> None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return
+    path = Path(str(ckpt)).expanduser()
+    if path.is_dir():
+        newest = path / "last.ckpt"
+        hint = f", e.g. ckpt_path={newest}" if newest.is_file() else ""
+        raise CheckpointError(
+            f"ckpt_path={ckpt} is a directory; pass a checkpoint file inside it{hint}"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={ckpt} does not exist; pass the path of a .ckpt file")
+
+
+def output_dirs(cfg: DictConfig) -> dict[str, Path]:
+    """The folders a run writes to, keyed by the config key that sets each."""
+    dirs = {"paths.output_dir": Path(str(cfg.paths.output_dir))}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig) and node.get("dirpath"):
+            dirs[f"callbacks.{name}.dirpath"] = Path(str(node.dirpath))
+    for name, node in (cfg.get("logger") or {}).items():
+        if isinstance(node, DictConfig) and node.get("save_dir"):
+            dirs[f"logger.{name}.save_dir"] = Path(str(node.save_dir))
+    return dirs
+
+
+def check_outputs(cfg: DictConfig) -> None:
+    """Every output folder can be created and written, so an unwritable checkpoint folder stops
+    the run now rather than at its first save."""
+    for key, path in output_dirs(cfg).items():
+        check_writable(key, path)
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    loggers = cfg.get("logger") or {}
+    for name, node in loggers.items():
+        if not isinstance(node, DictConfig):
+            continue
+        target = str(node.get("_target_", ""))
+        if target.endswith("TensorBoardLogger"):
+            _check_tensorboard(name)
+        elif target.endswith("WandbLogger"):
+            _check_wandb(name, node)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _check_tensorboard(name: str) -> None:
+    # Lightning's TensorBoardLogger writes with tensorboard (or tensorboardX when that is absent).
+    if not (_importable("tensorboard") or _importable("tensorboardX")):
+        raise ConfigError(
+            f"logger={name} needs the tensorboard package, which is not installed; "
+            'pip install "ganforge[tensorboard]" (or: pip install tensorboard), '
+            "or use logger=csv"
+        )
+
+
+def wandb_mode(node: DictConfig) -> str:
+    """W&B's convention: the config's explicit mode, else $WANDB_MODE, else online."""
+    mode = node.get("mode") or os.environ.get("WANDB_MODE") or "online"
+    return {"dryrun": "offline", "run": "online"}.get(mode, mode)
+
+
+def _check_wandb(name: str, node: DictConfig) -> None:
+    configured = node.get("mode")
+    if configured is not None and configured not in WANDB_MODES:
+        raise ConfigError(
+            f"logger.{name}.mode={configured!r} must be one of {list(WANDB_MODES)} or null "
+            "(null: $WANDB_MODE, else online)"
+        )
+    if wandb_mode(node) == "online" and not _wandb_credentials():
+        if configured is not None:
+            why = f"logger.{name}.mode={configured}"
+        elif os.environ.get("WANDB_MODE"):
+            why = f"WANDB_MODE={os.environ['WANDB_MODE']}"
+        else:
+            why = f"logger.{name}.mode=null and WANDB_MODE is unset, so W&B runs online"
+        raise ConfigError(
+            f"logger={name} needs a W&B login ({why}), and this machine has none: run "
+            "`wandb login` once or set WANDB_API_KEY, or log without an account with "
+            f"logger.{name}.mode=offline (or WANDB_MODE=offline; sync later with `wandb sync`)"
+        )
+
+
+def _wandb_credentials() -> bool:
+    """Whether wandb.init would find credentials without prompting: the environment or the
+    netrc entry `wandb login` writes for the W&B host."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).netloc
+    path = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
+    try:
+        return bool(host) and netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
