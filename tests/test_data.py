@@ -4,6 +4,7 @@ conf/data/*.yaml through hydra.utils.instantiate."""
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import socket
 import struct
@@ -583,6 +584,50 @@ def test_corrupt_cifar_batch_is_a_data_error_naming_it(tmp_path):
     dm = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=2)
     with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 pickle batch"):
         dm.setup()
+
+
+class _Marker:
+    """Unpickling this runs `open(path, "w")`: a stand-in for an attacker's code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_are_read(tmp_path, protocol):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_fake_cifar(folder, per_batch=2)
+    for path in folder.iterdir():
+        batch = pickle.loads(path.read_bytes())
+        path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=2)
+    assert dm.split("train")[0].shape == (10, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["object", "in-labels", "function", "object-array"],
+)
+def test_cifar_reader_never_runs_code_from_a_batch(tmp_path, payload):
+    marker = tmp_path / "marker"
+    write_fake_cifar(tmp_path, per_batch=2)
+    batch = pickle.loads((tmp_path / "data_batch_1").read_bytes())
+    if payload == "object":
+        evil = _Marker(marker)
+    elif payload == "in-labels":
+        evil = {**batch, b"labels": [_Marker(marker), 1]}
+    elif payload == "function":
+        evil = {**batch, b"data": os.getcwd}
+    else:
+        evil = {**batch, b"data": np.array([_Marker(marker)] * 3072, dtype=object)}
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(evil))
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=2)
+    with pytest.raises(DataError, match="data_batch_1: not a CIFAR-10 pickle batch"):
+        dm.setup()
+    assert not marker.exists()
 
 
 # --- image folders --------------------------------------------------------------------------

@@ -5,51 +5,201 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ganforge.checkpoint import load_checkpoint, load_generator
+from ganforge import checkpoint
 from ganforge.cli import report_user_errors
-from ganforge.errors import CheckpointError, ConfigError
+from ganforge.data.base import InMemoryDataModule
+from ganforge.errors import CheckpointError, ConfigError, check_bool
 from ganforge.evaluation import Evaluator
+from ganforge.metrics.fetch_inception import ensure_weights
+from ganforge.metrics.inception import atomic_write_bytes
+from ganforge.outputs import writable_file
 from ganforge.train import config_dir
 
 log = logging.getLogger("ganforge")
 
+# Data arguments never taken from a checkpoint: how the loader batches (irrelevant to the
+# reference images) and the label (the dataset's name is the conf/data option's own).
+LOADER_KEYS = frozenset({"batch_size", "batches_per_step", "num_workers", "drop_last", "flip"})
+# Bounds on a checkpoint's data values: a crafted n_samples or n_modes of 10**12 must not turn
+# into an allocation when the dataset is built. Real datasets have at most a few 100k images.
+MAX_DATA_INT = 10_000_000
+MAX_DATA_FLOAT = 1e6
+MAX_DATA_STR = 64
 
-def reference_datamodule(record: dict[str, Any], cfg: DictConfig) -> Any:
-    """The training dataset, from ganforge's own `conf/data/<name>.yaml` (never a `_target_` read
-    from the checkpoint), with the run's stored arguments and then the command line's on top."""
-    name = record.get("meta", {}).get("data")
-    yaml = config_dir() / "data" / f"{name}.yaml"
-    if not name or not yaml.is_file():
-        raise CheckpointError(
-            f"ckpt={cfg.ckpt} was trained on data={name!r}, which this ganforge has no config for"
-        )
-    data = OmegaConf.merge(
-        OmegaConf.load(yaml),
-        record["meta"].get("data_args", {}),
-        cfg.get("data") or {},
-        {"_target_": OmegaConf.load(yaml)["_target_"]},
-    )
-    root = OmegaConf.create({"data": data, "paths": cfg.paths})
-    return instantiate(root.data, batch_size=2)
+
+def data_options() -> list[str]:
+    """The datasets ganforge has configs for: the only names a checkpoint may select."""
+    return sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
+
+
+def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemoryDataModule:
+    """The reference data: the user's, never a path or a loader input read from the checkpoint.
+
+    `data=NAME` on the command line picks `conf/data/NAME.yaml` outright (with any `data.*`
+    overrides). Without it, the dataset the checkpoint was trained on: its name looked up among
+    ganforge's own `conf/data` options, that config's defaults, then the run's stored arguments
+    that change which images are the data (e.g. `n_samples`, `holdout`, `seed`) — checked as plain
+    numbers, strings and booleans against that config's keys, and never a path (those come from
+    this machine's `paths.*` or `data.root=`) — then the command line's `data.*`.
+    Nothing from the checkpoint passes through OmegaConf (no interpolation) or `instantiate`.
+    """
+    user = OmegaConf.to_container(cfg.get("data") or OmegaConf.create({}), resolve=True)
+    assert isinstance(user, dict)
+    chosen = "_target_" in user  # `data=NAME` merged the whole option into cfg.data
+    if chosen:
+        name = user.get("name")
+    else:
+        name = ckpt.meta.get("data")
+        if not isinstance(name, str) or name not in data_options():
+            raise CheckpointError(
+                f"{ckpt.where} was trained on data={_short(name)}, which is not one of "
+                f"ganforge's datasets {data_options()}; pick the reference data with data=NAME "
+                "(and data.root=PATH)"
+            )
+    yaml = OmegaConf.load(config_dir() / "data" / f"{name}.yaml")
+    target = str(yaml["_target_"])
+    raw = OmegaConf.to_container(yaml, resolve=False)
+    assert isinstance(raw, dict)
+    # Paths (`${paths.data_dir}`) and values derived from others (`n_classes: ${.n_modes}`) are
+    # this machine's or recomputed, never the checkpoint's.
+    derived = {k for k, v in raw.items() if isinstance(v, str) and "${" in v}
+    stored: dict[str, Any] = {}
+    if not chosen and name == ckpt.meta.get("data"):
+        stored = _stored_data_args(ckpt, raw, derived | LOADER_KEYS | {"name", "_target_"})
+    for key in user:
+        if key not in raw and user[key] is not None:
+            raise ConfigError(
+                f"data.{key} is not an option of data={name} (it has "
+                f"{sorted(k for k in raw if k != '_target_')}); drop the override"
+            )
+    # null is "not given" (eval.yaml's data.root placeholder): the stored value or default holds.
+    given = {k: v for k, v in user.items() if k in raw and v is not None}
+    # The stored values are checked plain data without "${": merging them interpolates nothing.
+    merged = OmegaConf.merge(yaml, stored, given, {"batch_size": 2, "num_workers": 0})
+    kwargs = OmegaConf.to_container(
+        OmegaConf.create({"data": merged, "paths": cfg.paths}), resolve=True
+    )["data"]
+    kwargs.pop("_target_")
+    try:
+        return get_class(target)(**kwargs)
+    except ConfigError as err:
+        if stored and not given:
+            raise CheckpointError(f"{ckpt.where}: its data arguments are invalid ({err})") from None
+        raise
+
+
+def _stored_data_args(
+    ckpt: checkpoint.Checkpoint, defaults: dict[str, Any], excluded: set[str]
+) -> dict[str, Any]:
+    """The checkpoint's data arguments that may stand in for the config's defaults."""
+    stored = ckpt.meta.get("data_args", {})
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{ckpt.where}: the record's meta.data_args is not a mapping")
+    taken = {}
+    for key, value in stored.items():
+        if not isinstance(key, str) or key not in defaults:
+            raise CheckpointError(
+                f"{ckpt.where}: meta.data_args has {_short(key)}, which data={defaults['name']} "
+                "does not take; the file is damaged or not from this ganforge. Pick the reference "
+                "data yourself with data=NAME"
+            )
+        if key in excluded:
+            continue
+        problem = _data_value_problem(value, defaults[key])
+        if problem:
+            raise CheckpointError(
+                f"{ckpt.where}: meta.data_args.{key}={_short(value)} {problem}; the file is "
+                "damaged or crafted. Pick the reference data yourself with data=NAME"
+            )
+        taken[key] = value
+    return taken
+
+
+def _data_value_problem(value: Any, default: Any) -> str | None:
+    """Why a stored data value cannot replace `default`, or None when it can."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or isinstance(default, bool):
+        ok = isinstance(value, bool) and (default is None or isinstance(default, bool))
+        return None if ok else "is not the true/false the config has"
+    if isinstance(value, (int, float)):
+        if default is not None and not isinstance(default, (int, float)):
+            return "is a number where the config has text"
+        if isinstance(value, int) and not 0 <= value <= MAX_DATA_INT:
+            return f"is outside 0..{MAX_DATA_INT}"
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_DATA_FLOAT):
+            return "is not a sane number"
+        return None
+    if isinstance(value, str):
+        if not isinstance(default, str):
+            return "is text where the config has a number or null"
+        if "${" in value:
+            return "is an interpolation, not a value"
+        return None if len(value) <= MAX_DATA_STR else "is too long"
+    return f"is a {type(value).__name__}, not a number, string or boolean"
+
+
+def _is_path(raw: Any) -> bool:
+    """A config value that is a filesystem location: it is built from `${paths.*}`."""
+    return isinstance(raw, str) and "${paths." in raw
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def resolve_device(device: Any) -> torch.device:
+    """`device=auto|cpu|cuda|cuda:N`, checked against this machine before anything is computed."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
+        index = device.partition(":")[2]
+        if index and not index.isdigit():
+            raise ConfigError(f"device={device} must be auto, cpu, cuda or cuda:N")
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={device} but this machine has no usable CUDA GPU; use device=cpu "
+                "(or device=auto, which picks a GPU when there is one)"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={device} but this machine has {torch.cuda.device_count()} GPU(s); "
+                f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+        return torch.device(device)
+    raise ConfigError(f"device={device!r} must be auto, cpu, cuda or cuda:N")
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
-    record = load_checkpoint(cfg.ckpt)["ganforge"]
-    generator, _, used_ema = load_generator(cfg.ckpt, ema=cfg.ema)
-    device = torch.device(cfg.device if cfg.device != "auto" else _auto_device())
+    """Evaluate `cfg.ckpt`'s generator and write the JSON report; every input and the report's
+    location are checked before the first sample is generated."""
+    check_bool("ema", cfg.ema)
+    device = resolve_device(cfg.device)
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
+    assert isinstance(metrics, dict)
+    evaluator = Evaluator(**metrics, key="metrics")
+    ckpt = checkpoint.load(cfg.ckpt)
+    generator, used_ema = ckpt.build_generator(ema=cfg.ema)
     generator.to(device)
-    datamodule = reference_datamodule(record, cfg)
-    evaluator = Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True))
+    datamodule = reference_datamodule(ckpt, cfg)
+    out = writable_file("out", cfg.out or ckpt.path.with_suffix(".eval.json"))
+    if datamodule.is_image:
+        # Cold start: build (or check) the Inception weights now, not after the samples.
+        ensure_weights(evaluator.inception_weights)
 
     @torch.no_grad()
     def generate(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -64,21 +214,16 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         ema=used_ema,
     )
     report = {
-        "ckpt": str(Path(cfg.ckpt).resolve()),
-        "iteration": record.get("iteration"),
+        "ckpt": str(ckpt.path.resolve()),
+        "iteration": ckpt.iteration,
         "generator": "ema" if used_ema else "raw",
         "data": datamodule.name,
         "metrics": {k: v for k, v in results.items() if k != "protocol"},
         "protocol": results.get("protocol"),
     }
-    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt).with_suffix(".eval.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     _print_table(report, out)
     return report
-
-
-def _auto_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _print_table(report: dict[str, Any], out: Path) -> None:
@@ -97,8 +242,6 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    if not cfg.metrics.names:
-        raise ConfigError("metrics.names is empty; e.g. metrics.names=[fid,kid,pr]")
     evaluate_checkpoint(cfg)
 
 

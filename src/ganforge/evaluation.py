@@ -8,20 +8,32 @@ or metric state ever enter a training checkpoint.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ganforge.data.base import InMemoryDataModule, to_uint8
-from ganforge.errors import ConfigError
+from ganforge.data.base import SPLITS, InMemoryDataModule, to_uint8
+from ganforge.errors import ConfigError, check_bool, check_int
 from ganforge.metrics.evaluate import METRICS, evaluate
-from ganforge.metrics.inception import InceptionFeatures
+from ganforge.metrics.inception import RESIZE_MODES, InceptionFeatures
 from ganforge.metrics.reference import reference_features
 from ganforge.metrics.toy2d import mode_stats
 
+log = logging.getLogger("ganforge")
+
 Generate = Callable[[Tensor, Tensor | None], Tensor]  # (z, labels) -> samples in [-1, 1]
+
+
+# Generated samples per evaluation at most: 4x the 50k of paper FIDs. Beyond it the stored
+# features alone take gigabytes and a CPU needs days; such a number is a typo, refused up front.
+MAX_SAMPLES = 200_000
+MAX_BATCH = 4096
+# An evaluation longer than this logs its progress with an estimate of the time left.
+PROGRESS_AFTER_S = 10.0
 
 
 class Evaluator:
@@ -37,12 +49,37 @@ class Evaluator:
         resize: str = "tf1_bilinear",
         antialias: bool = False,
         seed: int = 0,
+        key: str = "metrics",
     ) -> None:
+        """`key` is where these settings live in the config the user edits (`metrics` for
+        ganforge-eval), so a bad value is reported as the key the user typed."""
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names) or not names:
+            raise ConfigError(
+                f"{key}.names={names!r} must be a list, e.g. {key}.names=[fid,kid,pr]"
+            )
         unknown = sorted(set(names) - set(METRICS))
         if unknown:
-            raise ConfigError(f"metrics.names has unknown {unknown}; choose from {list(METRICS)}")
-        if n_samples < 2:
-            raise ConfigError(f"metrics.n_samples={n_samples} must be at least 2")
+            raise ConfigError(f"{key}.names has unknown {unknown}; choose from {list(METRICS)}")
+        check_int(f"{key}.n_samples", n_samples, minimum=2)
+        if n_samples > MAX_SAMPLES:
+            raise ConfigError(
+                f"{key}.n_samples={n_samples} is more than {MAX_SAMPLES} (50000 is the paper "
+                f"standard); pick a smaller {key}.n_samples"
+            )
+        if reference_count is not None:
+            check_int(f"{key}.reference_count", reference_count, minimum=2)
+        if reference_split not in SPLITS:
+            raise ConfigError(f"{key}.reference_split={reference_split!r} must be one of {SPLITS}")
+        check_int(f"{key}.batch_size", batch_size)
+        if batch_size > MAX_BATCH:
+            raise ConfigError(f"{key}.batch_size={batch_size} is more than {MAX_BATCH}")
+        if resize not in RESIZE_MODES:
+            raise ConfigError(f"{key}.resize={resize!r} must be one of {list(RESIZE_MODES)}")
+        check_bool(f"{key}.antialias", antialias)
+        check_int(f"{key}.seed", seed, minimum=0)
+        for name, value in (("inception_weights", inception_weights), ("cache_dir", cache_dir)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}.{name}={value!r} must be a path or null")
         self.names, self.n_samples = list(names), n_samples
         self.reference_split, self.reference_count = reference_split, reference_count
         self.inception_weights, self.cache_dir = inception_weights, cache_dir
@@ -101,7 +138,29 @@ class Evaluator:
         }
         reference = reference_features(lambda: real, key, extractor, self.cache_dir)
         fake = (to_uint8(x).cpu() for x in self.fake_batches(generate, z_dim, n_classes, device))
+        fake = _with_progress(fake, self.n_samples)
         return evaluate(fake, reference, extractor, self.names, ema=ema, seed=self.seed)
+
+
+def _with_progress(batches: Iterator[Tensor], total: int) -> Iterator[Tensor]:
+    """The batches, logging every tenth of them with the time left once the evaluation has run
+    long enough to be worth watching (a short periodic evaluation stays quiet)."""
+    start, done, mark = time.monotonic(), 0, 1
+    for batch in batches:
+        yield batch  # the consumer extracts this batch's features before asking for the next
+        done += batch.shape[0]
+        elapsed = time.monotonic() - start
+        if done * 10 >= mark * total:
+            mark = done * 10 // total + 1
+            if elapsed >= PROGRESS_AFTER_S and done < total:
+                left = elapsed * (total - done) / done
+                log.info(
+                    "evaluation: %d/%d generated samples (%.0f s, about %.0f s left)",
+                    done,
+                    total,
+                    elapsed,
+                    left,
+                )
 
 
 def flat_metrics(results: dict[str, Any], stage: str = "val") -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,54 @@ TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
 
 
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    # How Python 3's protocol-2 pickles spell bytes; no other codec (a lookup imports modules).
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"codec {encoding!r} is not part of the CIFAR-10 format")
+    return text.encode("latin1")
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch holds: dicts, lists, strings, bytes, numbers and numpy
+    arrays. Any other global (os.system, builtins.open, ...) is refused, so a crafted
+    data_batch_* file — e.g. one a checkpoint points data.root at — cannot run code."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),  # the official (numpy 1.x era) batches
+            ("numpy._core.multiarray", "_reconstruct"),  # numpy 2 pickles, protocols 2-4
+            ("numpy.core.numeric", "_frombuffer"),  # protocol 5
+            ("numpy._core.numeric", "_frombuffer"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it references {module}.{name}, which a CIFAR-10 batch never holds (refused: "
+            "unpickling it could run code)"
+        )
+
+
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickle batch → uint8 images (N, 3, 32, 32) and int64 labels (N,).
 
     The format is a pickled dict {b"data": uint8 (N, 3072) row-major R, G, B planes,
-    b"labels": list of N ints}. Unpickling runs code from the file, so only read files you
-    trust; this is the format CIFAR ships in.
+    b"labels": list of N ints}. It is read with a restricted unpickler (`_BatchUnpickler`), so a
+    file that is not such a batch is an error, never code that runs.
     """
     path = Path(path)
     try:
-        batch = pickle.loads(read_bytes(path), encoding="bytes")
+        batch = _BatchUnpickler(io.BytesIO(read_bytes(path)), encoding="bytes").load()
+        if not isinstance(batch, dict) or not isinstance(batch.get(b"data"), np.ndarray):
+            raise TypeError(f"holds a {type(batch).__name__} without a b'data' array")
+        if batch[b"data"].dtype.kind not in "ui":
+            raise TypeError(f"its data array has dtype {batch[b'data'].dtype}, not uint8")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
         images = data.reshape(-1, 3, 32, 32)
@@ -38,7 +77,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{path}: not a CIFAR-10 pickle batch ({type(e).__name__}: {e}); delete the folder "
             f"and download or copy it again"
-        ) from e
+        ) from None
     if len(images) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
         raise DataError(
             f"{path}: {len(images)} images but {len(labels)} labels, or labels outside 0..9"
