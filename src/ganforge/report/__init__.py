@@ -20,9 +20,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from ganforge.cli import report_user_errors
+from ganforge.cli import check_writable, report_user_errors
 from ganforge.errors import ConfigError
-from ganforge.report.collect import Run, format_duration, read_runs
+from ganforge.report.collect import Run, find_runs, format_duration, read_runs
 from ganforge.report.page import eval_lines, eval_text, write_page
 from ganforge.report.sweep import OptunaSweep, optuna_sweeps
 from ganforge.report.table import (
@@ -52,6 +52,7 @@ their config_resolved.yaml or .hydra/overrides.yaml).
   rank_by=final|best rank groups by their runs' final (default) or best value
   stale_after=SEC    an unfinished run silent this long counts as stopped, not running (600)
 """
+MAX_CONSOLE_SETTINGS = 6
 OPTIONS = ("out", "metric", "group_by", "direction", "rank_by", "stale_after")
 
 
@@ -114,14 +115,12 @@ class Report:
 
 def report(opts: Options) -> Report:
     """Read the runs, build the table and write `report.md`, `report.json` and `index.html`."""
+    dirs = find_runs(opts.paths)
     out = opts.out or (opts.paths[0] / "report" if len(opts.paths) == 1 else Path("report"))
-    try:  # the output folder is checked before any run is read
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"out={out} cannot be created ({err.strerror}); pick another out=DIR"
-        ) from None
-    runs = read_runs(opts.paths, stale_after=opts.stale_after)
+    # Checked before the runs are read (checkpoints included): a bad out= costs nothing.
+    check_writable("out", out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = read_runs(dirs, stale_after=opts.stale_after)
     table = build_table(runs, opts.metric, opts.group_by, opts.direction, opts.rank_by)
     sweeps = optuna_sweeps(runs)
     generated = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -348,6 +347,14 @@ def print_report(rep: Report, console: Console | None = None) -> None:
             rt.add_row(*row, style="bold green" if row[0].startswith("★") else None)
         console.print(rt)
     head, rows = run_rows(table, compact=True)
+    if len(table.columns) > MAX_CONSOLE_SETTINGS:
+        # Dozens of differing settings (e.g. unrelated runs) make a table no one can read in a
+        # terminal: the console names the runs' groups instead; report.md has every column.
+        cut = slice(1, 1 + len(table.columns))
+        label = {id(r): g.label for g in table.groups for r in g.rows}
+        head[cut] = ["group"]
+        for row, r in zip(rows, table.rows, strict=True):
+            row[cut] = [label[id(r)]]
     rt = RichTable(title="runs")
     for h in head:
         rt.add_column(h)
@@ -383,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return
-    logging.basicConfig(level=logging.INFO, format="[%(name)s][%(levelname)s] - %(message)s")
+    # Warnings and errors only: optuna's storage layer (alembic) logs its setup at INFO.
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s][%(levelname)s] - %(message)s")
     _run(argv)
 
 

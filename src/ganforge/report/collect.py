@@ -140,7 +140,8 @@ def read_run(path: Path, now: float | None = None, stale_after: float = 600.0) -
 
     if error is not None:
         run.error = error
-        run.status = "nan" if error.startswith("NonFiniteLossError") else "failed"
+        # NonFiniteLossError (a NaN/inf loss) or NonFiniteWeightsError (diverged weights).
+        run.status = "nan" if error.startswith("NonFinite") else "failed"
     elif run.max_iters is not None and run.iterations >= run.max_iters:
         run.status = "finished"
     elif recently_written:
@@ -379,9 +380,9 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def read_runs(paths: list[Path], stale_after: float = 600.0) -> list[Run]:
-    """Find and read every run under `paths`; names are paths relative to their common folder."""
-    dirs = find_runs(paths)
+def read_runs(dirs: list[Path], stale_after: float = 600.0) -> list[Run]:
+    """Read the runs in `dirs` (from `find_runs`); names are paths relative to their common
+    folder."""
     now = time.time()
     runs = [read_run(d, now=now, stale_after=stale_after) for d in dirs]
     if len(dirs) == 1:

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on clusters
 import matplotlib.pyplot as plt
 from matplotlib.colors import to_hex
+from matplotlib.ticker import MaxNLocator
 
 from ganforge.report.collect import Series, format_duration
 from ganforge.report.sweep import OptunaSweep
@@ -123,6 +124,7 @@ def plot_history(sweep: OptunaSweep, path: Path) -> bool:
         title += f" — {n_bad} inf/NaN not drawn"
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if finite or steps:
         ax.legend(fontsize=8)
@@ -136,7 +138,8 @@ def plot_importances(importances: dict[str, float], path: Path) -> None:
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(5.6, 0.5 + 0.45 * len(names)))
     ax.barh(names, [importances[n] for n in names], color=COLORS[0])
-    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("parameter importances", fontsize=10)
+    ax.set_xlabel("importance (Optuna)")
     ax.set_xlim(0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -75,6 +75,9 @@ def _read_sweep(directory: Path, runs: list[Run]) -> OptunaSweep:
 
     try:
         import optuna
+
+        # Its "A new study created in memory" INFO lines are noise in a report.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     except ImportError:
         optuna = None
     study = _load_study(sweeper, runs[0], optuna, sweep) if optuna is not None else None
@@ -191,15 +194,29 @@ def _importances(
         study.add_trial(
             optuna.trial.create_trial(params=t.params, distributions=dist, value=t.value)
         )
-    try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except Exception as err:  # optuna/sklearn refuse degenerate studies in several ways
-        return None, f"Optuna could not compute importances ({type(err).__name__}: {err})"
+    # Optuna's default, fANOVA, first; optuna 2.x's fANOVA breaks on newer scikit-learn tree
+    # layouts, so its random-forest impurity evaluator is the fallback (and the page says which).
+    evaluators = [
+        ("fANOVA", optuna.importance.FanovaImportanceEvaluator(seed=0)),
+        (
+            "mean decrease in impurity",
+            optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0),
+        ),
+    ]
+    failures = []
+    for name, evaluator in evaluators:
+        try:
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            break
+        except Exception as err:  # optuna/sklearn refuse degenerate studies in several ways
+            failures.append(f"{name} failed ({type(err).__name__}: {str(err)[:80]})")
+    else:
+        return None, "Optuna could not compute importances (" + "; ".join(failures) + ")"
     note = (
-        f"Optuna's fANOVA importances (optuna.importance.get_param_importances, seed 0) over "
+        f"Optuna's {name} importances (optuna.importance.get_param_importances, seed 0) over "
         f"the {len(finite)} trials with a finite value"
         + (f"; {left_out} with inf/NaN left out" if left_out else "")
+        + (f"; {failures[0]} with this Optuna and scikit-learn" if failures else "")
         + (". With this few trials they are a rough guide only" if len(finite) < 10 else "")
     )
     return {k: float(v) for k, v in importances.items()}, note

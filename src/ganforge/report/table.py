@@ -20,6 +20,20 @@ MAXIMIZE = {"precision", "recall", "modes_captured", "high_quality", "is", "dens
 # Tried in this order when no `metric=` is given and the runs set no `objective`.
 DEFAULT_METRICS = ("val/fid", "val/reverse_kl", "val/kid")
 SEED = "seed"
+# Subtrees of the resolved config that repeat other keys (`system.*` wires `model`, `loss`,
+# `optim` together) or name places and plumbing rather than the experiment.
+DERIVED = (
+    "paths.",
+    "hydra.",
+    "system.",
+    "model.generator.",
+    "model.discriminator.",
+    "optim.generator.",
+    "optim.discriminator.",
+    "callbacks.",
+    "logger.",
+    "trainer.default_root_dir",
+)
 
 
 @dataclass
@@ -150,7 +164,9 @@ def differing(runs: list[Run]) -> tuple[list[str], dict[int, dict[str, Any]]]:
             values[id(run)] = {
                 k: v
                 for k, v in flat(run.config).items()
-                if not k.startswith(("paths.", "hydra.")) and not (isinstance(v, str) and own in v)
+                if not k.startswith(DERIVED)
+                and not k.endswith("._target_")
+                and not (isinstance(v, str) and own in v)
             }
         keys = sorted({k for v in values.values() for k in v})
     differ = [k for k in keys if len({repr(values[id(r)].get(k)) for r in runs}) > 1]
