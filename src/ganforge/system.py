@@ -32,6 +32,12 @@ from ganforge.regularizers import gradient_penalty, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
+# What to try after a non-finite loss (the stop message; train.py adds what the checkpoints hold).
+NAN_REMEDIES = (
+    "Lower optim.lr_d/optim.lr_g, add a penalty (loss=wgan_gp or loss.r1_gamma), or set "
+    "system.grad_clip_d/grad_clip_g"
+)
+
 # The training noise stream is seeded apart from the fixed grid noise (seeded with `seed` itself),
 # so the first training batch does not repeat the grid's latents.
 NOISE_SEED_OFFSET = 0x5EED_0000
@@ -72,6 +78,8 @@ class GANSystem(L.LightningModule):
         lr_decay: str = "none",
         decay_start: int = 0,
         nan_policy: str = "stop",
+        max_skips: int = 100,
+        max_consecutive_skips: int = 10,
     ) -> None:
         super().__init__()
         _check_positive(n_critic=n_critic, log_every=log_every, n_fixed=n_fixed)
@@ -84,6 +92,7 @@ class GANSystem(L.LightningModule):
         _check_lr_decay(lr_decay, decay_start, max_iters)
         if nan_policy not in ("stop", "skip"):
             raise ConfigError(f"system.nan_policy={nan_policy!r} must be 'stop' or 'skip'")
+        _check_positive(max_skips=max_skips, max_consecutive_skips=max_consecutive_skips)
         # Modules and factories are not hyperparameters: pickling them into the checkpoint would
         # break weights_only loading. Their descriptions are saved in on_save_checkpoint instead.
         self.save_hyperparameters(
@@ -113,6 +122,9 @@ class GANSystem(L.LightningModule):
         self._noise = torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET)
         self._pending_rng: dict[str, Any] | None = None
         self.skipped_updates = 0  # nan_policy=skip: iterations dropped for a non-finite loss
+        # Skips since the last completed iteration: a run whose weights have diverged would
+        # otherwise retry the same iteration forever.
+        self.consecutive_skips = 0
 
     # --- sampling -----------------------------------------------------------------------------
     @property
@@ -227,6 +239,7 @@ class GANSystem(L.LightningModule):
             opt_g.step()
 
         self.iteration += 1
+        self.consecutive_skips = 0
         self._update_ema()
         self._step_lr_decay()
         if self.iteration % self.hparams.log_every == 0 or self.iteration == 1:
@@ -243,8 +256,10 @@ class GANSystem(L.LightningModule):
 
     def _finite(self, loss: Tensor, name: str) -> bool:
         """Whether to apply the update of `loss`. A NaN/inf loss (on any rank) stops the run
-        before the step, so the weights and last.ckpt stay the last good ones; with
-        nan_policy=skip the rest of this iteration is dropped instead (not counted)."""
+        before the step (the weights never take a NaN step, though they may have diverged to huge
+        finite values before: train.py says what the checkpoints hold); with nan_policy=skip the
+        rest of this iteration is dropped instead (not counted), up to system.max_skips in all or
+        system.max_consecutive_skips in a row, after which the run stops the same way."""
         finite = bool(torch.isfinite(loss.detach()).all())  # one host sync per update
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
@@ -252,16 +267,29 @@ class GANSystem(L.LightningModule):
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return True
+        value = float(loss.detach())
         if self.hparams.nan_policy == "skip":
             self.skipped_updates += 1
+            self.consecutive_skips += 1
             self.log_iteration_metrics({"train/skipped_updates": float(self.skipped_updates)})
-            return False
+            hp = self.hparams
+            if self.consecutive_skips >= hp.max_consecutive_skips:
+                bound = (
+                    f"{self.consecutive_skips} attempts in a row at iteration {self.iteration + 1} "
+                    f"(system.max_consecutive_skips={hp.max_consecutive_skips})"
+                )
+            elif self.skipped_updates >= hp.max_skips:
+                bound = f"{self.skipped_updates} times in all (system.max_skips={hp.max_skips})"
+            else:
+                return False
+            raise NonFiniteLossError(
+                f"train/{name} became {value} {bound}, so the run stopped instead of skipping "
+                f"on: the training has diverged. {NAN_REMEDIES}"
+            )
         raise NonFiniteLossError(
-            f"train/{name} became {float(loss.detach())} in iteration {self.iteration + 1}; "
-            f"stopped before that update, so the weights (and checkpoints/last.ckpt, from "
-            "its last save) are the last good ones. Lower optim.lr_d/optim.lr_g, add a penalty "
-            "(loss=wgan_gp or system.r1_gamma), set system.grad_clip_d/grad_clip_g, or set "
-            "system.nan_policy=skip to drop such updates and go on"
+            f"train/{name} became {value} in iteration {self.iteration + 1}; stopped before "
+            f"that update. {NAN_REMEDIES}, or set system.nan_policy=skip to drop such updates "
+            "and go on"
         )
 
     def _real_labels(self, batch: dict[str, Tensor], n: int) -> list[Tensor | None]:
@@ -394,9 +422,10 @@ def _is_wandb(logger: Any) -> bool:
 
 
 def get_rng_states() -> dict[str, Any]:
-    """torch (CPU), numpy and python RNG states as tensors and primitives (weights_only-safe)."""
+    """torch (CPU and, when there is CUDA, every visible GPU), numpy and python RNG states as
+    tensors and primitives (weights_only-safe)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
+    states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -406,6 +435,10 @@ def get_rng_states() -> dict[str, Any]:
         },
         "python": random.getstate(),
     }
+    if torch.cuda.is_available():
+        # Dropout, DiffAugment and flips on a GPU draw from its own generator.
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
@@ -415,6 +448,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
+    cuda = states.get("cuda")  # absent when saved without CUDA (or before CUDA states were saved)
+    if cuda and torch.cuda.is_available():
+        # As many devices as both machines have; a resume on fewer GPUs restores those it has.
+        for device, state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
 
 
 def linear_decay(start: int, end: int) -> Callable[[int], float]:

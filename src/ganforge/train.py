@@ -20,11 +20,15 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge import checkpoint
-from ganforge.callbacks.checkpoint import IterationCheckpoint
+from ganforge.callbacks.checkpoint import (
+    IterationCheckpoint,
+    NonFiniteWeightsError,
+    describe_after_divergence,
+)
 from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.progress import IterationProgress
 from ganforge.cli import report_user_errors, run_hydra_main
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError
 from ganforge.metrics.fetch_inception import ensure_weights
 from ganforge.preflight import (
     check_ckpt_path,
@@ -98,6 +102,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # weights_only=True said explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the user's
         # environment must not turn a downloaded checkpoint into code that runs.
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except (NonFiniteLossError, NonFiniteWeightsError) as err:
+        # Say honestly what the checkpoints hold: weights may have diverged (finite but huge)
+        # well before the loss became NaN, and last.ckpt may be from then.
+        saver = next((c for c in callbacks if isinstance(c, IterationCheckpoint)), None)
+        if saver is None:
+            raise
+        raise type(err)(f"{err}. {describe_after_divergence(saver.dirpath)}") from None
     finally:
         # Close the W&B run here, so the next job of a multirun (same process) starts its own.
         for logger in trainer.loggers:

@@ -13,9 +13,16 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from ganforge.errors import GanforgeError, check_int
+from ganforge import checkpoint
+from ganforge.errors import CheckpointError, GanforgeError, check_int
 
 log = logging.getLogger("ganforge")
+
+# Weights beyond this magnitude count as diverged: a working GAN's are O(1)-O(10); a diverging one
+# jumps by orders of magnitude in a step or two (2 -> 1,400 -> NaN on the 2-D ring with SGD at
+# lr 0.3) and can reach 1e30 while still finite. A heuristic, used only to word the message after
+# a non-finite stop.
+DIVERGED_WEIGHT = 100.0
 
 # SIGTERM: what schedulers and `kill` send; SIGUSR1: SLURM's early warning (`--signal=USR1@90`).
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -103,9 +110,9 @@ class IterationCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule, path: Path | None) -> None:
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             raise NonFiniteWeightsError(
-                f"weights became non-finite at iteration {pl_module.iteration}; not saving, so "
-                f"{self.last_path} keeps the last good state. Lower optim.*.lr, add a penalty "
-                "(loss=wgan_gp or system.r1_gamma) or set system.grad_clip_d/grad_clip_g"
+                f"weights became non-finite at iteration {pl_module.iteration}; not saving them "
+                f"over {self.last_path}. Lower optim.lr_d/optim.lr_g, add a penalty "
+                "(loss=wgan_gp or loss.r1_gamma) or set system.grad_clip_d/grad_clip_g"
             )
         targets = [path] if path is not None else []
         if self.save_last:
@@ -140,3 +147,56 @@ def atomic_save_checkpoint(trainer: L.Trainer, path: Path) -> None:
     trainer.save_checkpoint(tmp, weights_only=False)
     if trainer.is_global_zero:
         os.replace(tmp, path)
+
+
+def weight_scale(state_dict: dict[str, torch.Tensor]) -> float:
+    """The largest |weight| of G, D and G_ema in a checkpoint's state dict (inf for NaN/inf).
+    BatchNorm statistics and the fixed noise are not weights and are left out."""
+    scale = 0.0
+    for key, value in state_dict.items():
+        skip = "running_" in key or key.startswith("fixed_")
+        if skip or not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+            continue
+        if value.numel() and not torch.isfinite(value).all():
+            return float("inf")
+        if value.numel():
+            scale = max(scale, float(value.abs().max()))
+    return scale
+
+
+def describe_after_divergence(dirpath: str | Path) -> str:
+    """What the checkpoints in `dirpath` hold, said after a non-finite-loss stop: whether
+    last.ckpt's weights are still sane or had already diverged (finite but huge), and then the
+    newest checkpoint whose weights are sane."""
+    folder = Path(dirpath)
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        return f"No checkpoint was saved before the stop ({last} does not exist)."
+    scales: list[tuple[int, Path, float]] = []
+    for path in [last, *sorted(folder.glob("iter_*.ckpt"), reverse=True)]:
+        try:
+            ckpt = checkpoint.load(path)
+        except CheckpointError:
+            continue
+        scales.append((ckpt.iteration, path, weight_scale(ckpt.raw["state_dict"])))
+    if not scales or scales[0][1] != last:
+        return f"{last} cannot be read; use checkpoints/iter_*.ckpt of this run."
+    it, _, scale = scales[0]
+    if scale <= DIVERGED_WEIGHT:
+        return (
+            f"{last} (iteration {it}, weights up to |w| = {scale:.3g}) holds the last good state "
+            f"saved; continue from it with the changes above via ckpt_path={last}."
+        )
+    what = "non-finite" if scale == float("inf") else f"finite but diverged (|w| up to {scale:.3g})"
+    sane = [(i, p, w) for i, p, w in scales[1:] if w <= DIVERGED_WEIGHT and i <= it]
+    if sane:
+        i, p, w = max(sane, key=lambda entry: entry[0])
+        where = (
+            f"the newest checkpoint with sane weights is {p} (iteration {i}, |w| up to {w:.3g}); "
+            f"continue from it with the changes above via ckpt_path={p}."
+        )
+    else:
+        where = (
+            "no checkpoint of this run has sane weights: start a new run with the changes above."
+        )
+    return f"{last} (iteration {it}) holds weights that are {what}, not a good state; {where}"
