@@ -43,6 +43,11 @@ RECORD_KEY = "ganforge"  # Lightning's checkpoint dict holds ganforge's record u
 # GANSystem's attribute names, hence the state-dict prefixes of its networks.
 G_PREFIX, D_PREFIX, G_EMA_PREFIX = "G.", "D.", "G_ema."
 PREFIXES = {"generator": G_PREFIX, "discriminator": D_PREFIX, "generator_ema": G_EMA_PREFIX}
+NAMES = {
+    "generator": "generator",
+    "discriminator": "discriminator",
+    "generator_ema": "EMA generator",
+}
 MODEL_PACKAGE = "ganforge.models."
 
 # Bounds on a record's constructor arguments. No ganforge model needs more (widths are hundreds,
@@ -111,7 +116,7 @@ class Checkpoint:
             )
             if bad is not None:
                 raise CheckpointError(
-                    f"{self.where}: the {which.replace('_', ' ')} has non-finite weights "
+                    f"{self.where}: the {NAMES[which]} has non-finite weights "
                     f"(NaN or inf in {PREFIXES[which]}{bad}), so it cannot draw samples; the run "
                     "had diverged by this save: use an earlier checkpoint of it "
                     "(checkpoints/iter_*.ckpt)"

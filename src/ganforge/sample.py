@@ -3,6 +3,7 @@ checkpoint, using the EMA generator when the checkpoint has one."""
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ganforge import checkpoint
 from ganforge.callbacks.images import image_grid
 from ganforge.callbacks.samples import scatter_image
-from ganforge.checkpoint import load_generator
 from ganforge.cli import report_user_errors
-from ganforge.errors import ConfigError
+from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
+from ganforge.metrics.inception import atomic_write_bytes
+from ganforge.outputs import writable_file
 from ganforge.train import config_dir
 
 log = logging.getLogger("ganforge")
@@ -63,16 +66,54 @@ def generate(net: nn.Module, z: Tensor, y: Tensor | None, batch: int = 256) -> T
     return torch.cat(out)
 
 
+# Samples in one picture at most: a 100x100 grid is already larger than any screen.
+MAX_SAMPLES = 10_000
+
+
+def image_format(out: Path) -> str:
+    """PIL's format for `out`'s extension, or a ConfigError listing the ones it knows."""
+    from PIL import Image
+
+    Image.init()  # registers every format plugin, so the list is complete
+    known = Image.registered_extensions()
+    fmt = known.get(out.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        what = f"an unknown image extension {out.suffix!r}" if out.suffix else "no image extension"
+        raise ConfigError(
+            f"out={out} has {what}; end it in .png (or another format PIL writes: .jpg, .webp, "
+            ".bmp, .tif, ...)"
+        )
+    return fmt
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Every option as the value it must be, before the checkpoint is read."""
+    check_int("n", cfg.n)
+    if cfg.n > MAX_SAMPLES:
+        raise ConfigError(f"n={cfg.n} is more than {MAX_SAMPLES} samples in one picture")
+    check_int("seed", cfg.seed, minimum=0)
+    for key in ("overwrite", "ema", "interpolate"):
+        check_bool(key, cfg[key])
+    if cfg.interpolate:
+        check_int("steps", cfg.steps, minimum=2)
+        if cfg.steps > MAX_SAMPLES:
+            raise ConfigError(f"steps={cfg.steps} is more than {MAX_SAMPLES} samples in one row")
+    if cfg.label is not None:
+        check_int("label", cfg.label, minimum=0)
+
+
 def sample(cfg: DictConfig) -> Path:
     """Write the picture asked for by `cfg` and return its path."""
-    if cfg.n < 1:
-        raise ConfigError(f"n={cfg.n} must be a positive integer")
-    if cfg.interpolate and cfg.steps < 2:
-        raise ConfigError(f"steps={cfg.steps} must be at least 2 for an interpolation")
-    out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
+    check_options(cfg)
+    out = Path(cfg.out).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a directory; pass a file path, e.g. out={out}/grid.png")
+    fmt = image_format(out)
+    if out.exists() and not out.is_dir() and not cfg.overwrite:
         raise ConfigError(f"out={out} exists; choose another path or pass overwrite=true")
-    net, record, used_ema = load_generator(cfg.ckpt, ema=cfg.ema)
+    ckpt = checkpoint.load(cfg.ckpt)
+    net, used_ema = ckpt.build_generator(ema=cfg.ema)  # refuses NaN/inf weights
+    out = writable_file("out", out, overwrite=cfg.overwrite)
     z, per_row = latents(net.z_dim, cfg.n, cfg.interpolate, cfg.steps, cfg.seed)
     n_classes = getattr(net, "n_classes", None)
     if n_classes and not cfg.interpolate and cfg.label is None:
@@ -82,21 +123,27 @@ def sample(cfg: DictConfig) -> Path:
         )
     y = class_labels(n_classes, z.shape[0], cfg.label, per_row)
     x = generate(net, z, y)
+    if not x.isfinite().all():
+        # Finite weights can still overflow; a NaN picture would look like a drawing bug.
+        raise CheckpointError(
+            f"{ckpt.where}: the generator's samples are not finite (NaN or inf), although its "
+            "weights are; the run had diverged by this save: use an earlier checkpoint of it"
+        )
     if getattr(net, "is_image", x.dim() == 4):
         image = image_grid(x, nrow=per_row)
     else:
-        image = scatter_image(x, None, None, f"iteration {record.get('iteration', '?')}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+        image = scatter_image(x, None, None, f"iteration {ckpt.iteration}")
     from PIL import Image
 
-    Image.fromarray(image).save(out)
+    buffer = io.BytesIO()
+    picture = Image.fromarray(image)
+    if fmt == "JPEG" and picture.mode not in ("RGB", "L"):
+        picture = picture.convert("RGB")  # JPEG has no alpha channel
+    picture.save(buffer, format=fmt)
+    atomic_write_bytes(out, buffer.getvalue())
     which = "EMA" if used_ema else "raw"
     log.info(
-        "wrote %s (%d samples, %s generator, iteration %s)",
-        out,
-        x.shape[0],
-        which,
-        record.get("iteration"),
+        "wrote %s (%d samples, %s generator, iteration %s)", out, x.shape[0], which, ckpt.iteration
     )
     return out
 
