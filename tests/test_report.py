@@ -222,6 +222,54 @@ def test_cut_off_row_is_dropped_only_while_a_run_writes(tmp_path: Path) -> None:
         read_metrics(path, may_be_writing=True)
 
 
+def test_optuna_trials_rebuilt_from_their_directories(tmp_path: Path) -> None:
+    """A sweep whose study lived in memory: trials, history and importances from the job dirs."""
+    pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    params = {
+        "optim.lr_g": "tag(log, interval(1e-4, 2e-3))",
+        "loss": "choice(non_saturating, hinge)",
+    }
+    trials = [  # (loss, lr_g, final reverse KL); job 3 failed
+        ("hinge", 1e-4, 0.9),
+        ("non_saturating", 5e-4, 0.5),
+        ("non_saturating", 2e-4, 0.7),
+        ("hinge", 1e-3, None),
+        ("hinge", 3e-4, 0.8),
+    ]
+    for num, (loss, lr, kl) in enumerate(trials):
+        val = [(100, 2.0, 0.0)] + ([(300, kl, 0.01)] if kl is not None else [])
+        log = "" if kl is not None else "[t][ganforge][ERROR] - ConfigError: boom\n"
+        run = make_run(sweep / str(num), loss, 0, val, log=log, extra=[f"optim.lr_g={lr}"])
+        hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())
+        hydra["hydra"]["job"] = {"num": num}
+        hydra["hydra"]["sweeper"] = {
+            "_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+            "direction": "${objective_direction}",
+            "storage": None,
+            "study_name": "toy_ring",
+            "params": params,
+        }
+        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+        config = yaml.safe_load((run / "config_resolved.yaml").read_text())
+        config["objective"] = "val/reverse_kl"
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    rep = report(Options(paths=[sweep]))
+    (s,) = rep.sweeps
+    assert "trial directories" in s.source and "kept in memory" in s.notes[0]
+    assert [t.value for t in s.trials] == [0.9, 0.5, 0.7, None, 0.8]
+    assert [t.state for t in s.trials] == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
+    assert s.best_so_far() == [0.9, 0.5, 0.5, 0.5, 0.5]
+    assert s.trials[1].params == {"optim.lr_g": 5e-4, "loss": "non_saturating"}
+    assert s.importances is not None and set(s.importances) == {"optim.lr_g", "loss"}
+    assert sum(s.importances.values()) == pytest.approx(1.0)
+    assert "over the 4 trials with a finite value" in s.importance_note
+    assert "no optimization_results.yaml yet" in s.notes[-1]
+    refs = assert_page_links_exist(rep.out)
+    assert {"optuna_history_0.png", "optuna_importances_0.png"} <= set(refs)
+
+
 # --- bad input: one message, exit 2, no traceback ------------------------------------------------
 def _truncate_finished(root: Path) -> list[str]:
     sweep = sweep_2x2(root / "sweep")

@@ -31,6 +31,7 @@ from ganforge.report.table import (
     fmt,
     fmt_stat,
     format_value,
+    group_n_text,
     health_text,
     status_text,
 )
@@ -237,12 +238,11 @@ def group_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     head = ["rank", "group", "n", f"final {m}", f"best {m}", "runs"]
     rows = []
     for g in table.groups:
-        missing = len(g.not_counted)
         rows.append(
             [
                 ("★ " if g.is_best else "") + (str(g.rank) if g.rank else "—"),
                 g.label,
-                f"{g.final.n}" + (f" (+{missing} without a value)" if missing else ""),
+                group_n_text(g),
                 fmt_stat(g.final),
                 fmt_stat(g.best),
                 ", ".join(r.run.name for r in g.rows),

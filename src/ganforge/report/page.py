@@ -27,6 +27,7 @@ from ganforge.report.table import (
     fmt,
     fmt_stat,
     format_value,
+    group_n_text,
     health_text,
     status_text,
 )
@@ -243,8 +244,7 @@ def _groups_html(table: Table) -> list[str]:
     head += "<th>runs</th></tr>"
     rows = []
     for i, g in enumerate(table.groups):
-        missing = len(g.not_counted)
-        n = f"{g.final.n}" + (f" (+{missing} without a value)" if missing else "")
+        n = group_n_text(g)
         rank = ("★ " if g.is_best else "") + (str(g.rank) if g.rank else "—")
         runs = ", ".join(r.run.name for r in g.rows)
         swatch = f'<span class="sw" style="background:{to_hex(group_color(i))}"></span>'

@@ -6,6 +6,7 @@ Optuna is an optional extra: it is imported only here, lazily, and its absence l
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,11 +190,14 @@ def _importances(
     # A fresh in-memory study of the finite trials: fANOVA's random forest cannot take inf, and a
     # fixed seed makes the numbers repeatable from one report to the next.
     study = optuna.create_study(direction=direction)
-    for t in finite:
-        dist = {k: v for k, v in distributions[t.number].items() if k in t.params}
-        study.add_trial(
-            optuna.trial.create_trial(params=t.params, distributions=dist, value=t.value)
-        )
+    with warnings.catch_warnings():
+        # add_trial/create_trial are "experimental" in optuna 2.x, and stable since.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for t in finite:
+            dist = {k: v for k, v in distributions[t.number].items() if k in t.params}
+            study.add_trial(
+                optuna.trial.create_trial(params=t.params, distributions=dist, value=t.value)
+            )
     # Optuna's default, fANOVA, first; optuna 2.x's fANOVA breaks on newer scikit-learn tree
     # layouts, so its random-forest impurity evaluator is the fallback (and the page says which).
     evaluators = [

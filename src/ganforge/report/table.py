@@ -376,6 +376,14 @@ def status_text(run: Run) -> str:
     return label
 
 
+def group_n_text(g: Group) -> str:
+    """`2`, or `2 (1 running; +1 without a value)`: how much of a group's mean is settled."""
+    running = sum(1 for r in g.rows if r.run.status == "running" and r.final is not None)
+    missing = len(g.not_counted)
+    extra = [f"{running} running"] * bool(running) + [f"+{missing} without a value"] * bool(missing)
+    return f"{g.final.n}" + (f" ({'; '.join(extra)})" if extra else "")
+
+
 def health_text(run: Run) -> str:
     if not run.health:
         return "—" if run.health is None else "no episodes"
