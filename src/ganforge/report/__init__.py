@@ -167,7 +167,7 @@ def to_json(
                     {**e, "metrics": {k: _num(v) for k, v in e["metrics"].items()}}
                     for e in run.evals
                 ],
-                "health": run.health,
+                "health": _plain(run.health),
                 "last_sample": str(run.samples[-1]) if run.samples else None,
                 "notes": run.notes,
             }
@@ -213,7 +213,7 @@ def to_json(
                     for t in s.trials
                 ],
                 "best_so_far": [_num(b) for b in s.best_so_far()],
-                "importances": s.importances,
+                "importances": _plain(s.importances),
                 "importance_note": s.importance_note,
                 "notes": s.notes,
             }

@@ -62,10 +62,6 @@ class Run:
     samples: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def has_csv(self) -> bool:
-        return (self.path / CSV).is_file()
-
 
 def find_runs(paths: list[Path]) -> list[Path]:
     """The run directories at or below each path, in a stable, human order (job 2 before 10)."""
