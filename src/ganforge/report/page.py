@@ -163,7 +163,7 @@ tr.best td{background:#eaf7ea;font-weight:600}
 .notes li{margin:4px 0}
 .grid{display:flex;flex-wrap:wrap;gap:16px} .grid figure{margin:0;text-align:center}
 .grid img{width:300px;border:1px solid #ddd} figcaption{font-size:12px;color:#444;max-width:300px}
-img.plot{max-width:100%;border:1px solid #eee}
+img.plot{max-width:100%;border:1px solid #eee;vertical-align:top}
 .sw{display:inline-block;width:14px;height:14px;border-radius:3px}
 .wide{overflow-x:auto} td.small{font-size:12px;white-space:nowrap}
 """
@@ -388,15 +388,15 @@ def _sweep_html(sweep: OptunaSweep, out: Path, i: int, written: list[str]) -> li
         body.append(f'<img class="plot" src="{_e(imp)}" alt="parameter importances">')
     body.append(f'<p class="meta">{_e(sweep.importance_note)}</p>')
     keys = sorted({k for t in sweep.trials for k in t.params})
-    head = "".join(
-        f"<th>{_e(h)}</th>" for h in ["trial", "state", sweep.objective or "value", *keys, "run"]
-    )
+    names = ["trial", "state", sweep.objective or "value", "best so far", *keys, "run"]
+    head = "".join(f"<th>{_e(h)}</th>" for h in names)
     rows = []
-    for t in sweep.trials:
+    for t, best in zip(sweep.trials, sweep.best_so_far(), strict=True):
         cells = [
             str(t.number),
             t.state,
             fmt(t.value),
+            fmt(best),
             *[format_value(t.params.get(k)) for k in keys],
             t.run or "—",
         ]

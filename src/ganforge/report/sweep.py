@@ -213,7 +213,8 @@ def _importances(
             importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
             break
         except Exception as err:  # optuna/sklearn refuse degenerate studies in several ways
-            failures.append(f"{name} failed ({type(err).__name__}: {str(err)[:80]})")
+            first = str(err).split(". ")[0][:100]
+            failures.append(f"{name} failed ({type(err).__name__}: {first})")
     else:
         return None, "Optuna could not compute importances (" + "; ".join(failures) + ")"
     note = (
