@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -280,10 +281,15 @@ def _read(path: Path, key: str) -> dict[str, Any]:
     except OSError as err:
         raise CheckpointError(f"{key}={path} cannot be read ({err.strerror or err})") from None
     except Exception as err:  # unpickling garbage can raise almost anything
-        text = str(err).strip()
-        first_line = text.splitlines()[0] if text else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"{key}={path} holds a pickled Python object ({found.group(1)}), which no "
+                "ganforge checkpoint does and which could run code when loaded: refused. Use a "
+                "checkpoint written by ganforge-train, from a source you trust"
+            ) from None
         raise CheckpointError(
-            f"{key}={path} is corrupt, truncated or not a PyTorch checkpoint ({first_line[:200]}); "
+            f"{key}={path} is corrupt, truncated or not a PyTorch checkpoint ({_why(err)}); "
             "use another checkpoint, e.g. checkpoints/iter_*.ckpt of the same run"
         ) from None
     if not isinstance(raw, dict):
@@ -292,6 +298,17 @@ def _read(path: Path, key: str) -> dict[str, Any]:
             "Lightning's dict); pass a checkpoint written by ganforge-train"
         )
     return raw
+
+
+def _why(err: Exception) -> str:
+    """The informative part of torch.load's error: its unpickler's own line when there is one
+    (the rest of that message is advice to load unsafely), else the first line."""
+    text = str(err)
+    _, marker, detail = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (detail if marker else text).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0].split(". ")[0][:160]
 
 
 def _spec(record: dict[str, Any], which: str, where: str) -> NetworkSpec:

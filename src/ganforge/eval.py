@@ -76,7 +76,7 @@ def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemo
     derived = {k for k, v in raw.items() if isinstance(v, str) and "${" in v}
     stored: dict[str, Any] = {}
     if not chosen and name == ckpt.meta.get("data"):
-        stored = _stored_data_args(ckpt, raw, derived | LOADER_KEYS | {"name", "_target_"})
+        stored = _stored_data_args(ckpt, raw, derived | LOADER_KEYS | {"name"})
     for key in user:
         if key not in raw and user[key] is not None:
             raise ConfigError(
@@ -108,6 +108,12 @@ def _stored_data_args(
         raise CheckpointError(f"{ckpt.where}: the record's meta.data_args is not a mapping")
     taken = {}
     for key, value in stored.items():
+        if isinstance(key, str) and key.startswith("_"):
+            # ganforge-train stores no `_target_` (or any Hydra key): one here is crafted.
+            raise CheckpointError(
+                f"{ckpt.where}: meta.data_args has {key!r}, which ganforge never stores and "
+                "which would name code to run: refused. Use a checkpoint from a source you trust"
+            )
         if not isinstance(key, str) or key not in defaults:
             raise CheckpointError(
                 f"{ckpt.where}: meta.data_args has {_short(key)}, which data={defaults['name']} "
@@ -197,6 +203,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     generator.to(device)
     datamodule = reference_datamodule(ckpt, cfg)
     out = writable_file("out", cfg.out or ckpt.path.with_suffix(".eval.json"))
+    # Find (or download) the dataset's files now: cheap, and a missing dataset is then known
+    # before the Inception weights are built and any sample is generated.
+    datamodule.prepare_data()
     if datamodule.is_image:
         # Cold start: build (or check) the Inception weights now, not after the samples.
         ensure_weights(evaluator.inception_weights)
