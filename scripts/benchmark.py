@@ -1,8 +1,9 @@
-"""How fast is ganforge? Four measurements, printed as a markdown table and written as JSON.
+"""How fast is ganforge? Five measurements, printed as a markdown table and written as JSON.
 
     python scripts/benchmark.py                        # everything, ~12 minutes on 2 CPU cores
     python scripts/benchmark.py --only train --repeats 7
     python scripts/benchmark.py --only inception --threads 2   # on an idle machine
+    python scripts/benchmark.py --only health                  # the health monitor's cost
 
 Every side runs with the same torch thread count, `--threads` (default 1: on a shared machine two
 OpenMP threads wait for each other whenever another process holds a core, which made a 2-D MLP
@@ -25,6 +26,9 @@ step 5x slower here and would measure the neighbours rather than ganforge).
     run per seed, each given up after `--grid-max-s` (then reported with the most modes it saw).
 (d) With CUDA only: DCGAN and SNGAN iterations/s at CIFAR-10 shape (random in-memory images) and
     the time of a 50k-sample FID (generation + features + FID, reference statistics cached).
+(e) The training-health monitor's cost (`callbacks.health` at its default settings) on the two
+    cases of (a): iterations/s of `train(cfg)` with and without it, and, less noisy, the time spent
+    inside its hooks as a share of the timed iterations' time. Target: under 3 %.
 
 Every figure is the median over `--repeats` runs in one process, interleaved (ganforge, hand,
 hand, ganforge, ...) so that load from other processes hits both sides alike; ratios are medians
@@ -47,6 +51,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import lightning as L
@@ -56,13 +61,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
+from ganforge.callbacks.health import HealthMonitor
 from ganforge.data.base import InMemoryDataModule, to_float
 from ganforge.losses import GANLoss
 from ganforge.metrics.inception import InceptionFeatures, load_inception, resolve_weights
 from ganforge.system import ema_decay_at
 from ganforge.train import build, config_dir, train
 
-PARTS = ("train", "inception", "grid", "gpu")
+PARTS = ("train", "inception", "grid", "gpu", "health")
 TRAIN_CASES = {  # name -> (overrides, target ratio)
     "DCGAN-28, batch 64": (["data=mnist5k", "model=dcgan", "data.batch_size=64"], 0.95),
     "2-D MLP, batch 100": (["data=toy_ring", "model=mlp", "data.batch_size=100"], 0.80),
@@ -81,6 +87,7 @@ TRAIN_CASES = {  # name -> (overrides, target ratio)
 GRID_OVERRIDES = ["experiment=toy_grid"]
 GRID_TARGET_S = 120.0
 INCEPTION_TARGET = 2.0
+HEALTH_TARGET = 0.03  # the monitor's share of iteration time
 FEATURE_TOLERANCE = 1e-4
 QUIET = [
     "trainer.enable_progress_bar=false",
@@ -161,8 +168,11 @@ def callback_node(cls: type, **kwargs: Any) -> dict[str, Any]:
 
 
 # --- (a) training throughput ----------------------------------------------------------------------
-def ganforge_rate(overrides: list[str], iters: int, warmup: int) -> float:
-    """Steady-state iterations/s of train(cfg), on the device the config's trainer names."""
+def ganforge_rate(
+    overrides: list[str], iters: int, warmup: int, keep: tuple[str, ...] = ()
+) -> float:
+    """Steady-state iterations/s of train(cfg), on the device the config's trainer names;
+    `keep`: callbacks of the config to run besides the timer."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_cfg(
             [*overrides, *QUIET, *threads(), f"train.max_iters={warmup + iters}"],
@@ -170,7 +180,8 @@ def ganforge_rate(overrides: list[str], iters: int, warmup: int) -> float:
         )
         with open_dict(cfg):
             # No callbacks but the timer (presets may have set keys of the default ones).
-            cfg.callbacks = {"timer": callback_node(IterationTimer)}
+            kept = {name: cfg.callbacks[name] for name in keep}
+            cfg.callbacks = {"timer": callback_node(IterationTimer), **kept}
         train(cfg)
     return rate(IterationTimer.stamps, warmup)
 
@@ -262,6 +273,95 @@ def bench_train(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
             "ratio": median(ratios),
             "target": target,
             "met": median(ratios) >= target,
+        }
+    return out
+
+
+# --- (e) the health monitor's cost ----------------------------------------------------------------
+class TimedHealthMonitor(HealthMonitor):
+    """The health monitor, timing its own hooks (the totals of the last run are on the class)."""
+
+    seconds: ClassVar[float] = 0.0
+    after_warmup: ClassVar[float] = 0.0
+    warmup: ClassVar[int] = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        TimedHealthMonitor.seconds = TimedHealthMonitor.after_warmup = 0.0
+
+    def _timed(self, hook: Callable[..., None], pl_module: Any, *args: Any) -> None:
+        synchronize()
+        start = time.perf_counter()
+        hook(*args)
+        synchronize()
+        spent = time.perf_counter() - start
+        TimedHealthMonitor.seconds += spent
+        # The timed iterations of `rate` start after iteration `warmup` (the hooks of iteration
+        # warmup + 1 run while pl_module.iteration is still `warmup` or already warmup + 1).
+        if pl_module.iteration >= TimedHealthMonitor.warmup:
+            TimedHealthMonitor.after_warmup += spent
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        sup = super().on_before_optimizer_step
+        self._timed(sup, pl_module, trainer, pl_module, optimizer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        sup = super().on_train_batch_start
+        self._timed(sup, pl_module, trainer, pl_module, batch, batch_idx)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sup = super().on_train_batch_end
+        # Counted with the iteration it ends (the counter has moved on by then).
+        self._timed(sup, SimpleNamespace(iteration=pl_module.iteration - 1),
+                    trainer, pl_module, outputs, batch, batch_idx)  # fmt: skip
+
+
+def health_rate(overrides: list[str], iters: int, warmup: int) -> tuple[float, float]:
+    """it/s of train(cfg) with the default health monitor (timed), and the share of the timed
+    iterations' time spent in its hooks."""
+    TimedHealthMonitor.warmup = warmup
+    node = ["callbacks.health._target_=" + callback_node(TimedHealthMonitor)["_target_"]]
+    it_s = ganforge_rate([*overrides, *node], iters, warmup, keep=("health",))
+    elapsed = iters / it_s
+    return it_s, TimedHealthMonitor.after_warmup / elapsed
+
+
+def bench_health(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    out = {}
+    for case, (overrides, _) in TRAIN_CASES.items():
+        iters = args.health_dcgan_iters if "DCGAN" in case else args.health_mlp_iters
+        log(f"(e) health monitor, {case}: {iters} iterations after {args.warmup} warm-up, "
+            f"x{args.repeats}")  # fmt: skip
+        shares: list[float] = []
+
+        def with_health(
+            o: list[str] = overrides, n: int = iters, into: list[float] = shares
+        ) -> float:
+            it_s, share = health_rate(o, n, args.warmup)
+            into.append(share)
+            return it_s
+
+        runs = interleaved(
+            {
+                "without": lambda o=overrides, n=iters: ganforge_rate(o, n, args.warmup),
+                "with": with_health,
+            },
+            args.repeats,
+            log,
+        )
+        slowdowns = [1 - w / wo for w, wo in zip(runs["with"], runs["without"], strict=True)]
+        out[case] = {
+            "overrides": overrides,
+            "iterations": iters,
+            "without_it_s": runs["without"],
+            "with_it_s": runs["with"],
+            "without_median": median(runs["without"]),
+            "with_median": median(runs["with"]),
+            "slowdown": median(slowdowns),
+            "hook_share": shares,
+            "hook_share_median": median(shares),
+            "target": HEALTH_TARGET,
+            "met": median(shares) < HEALTH_TARGET,
         }
     return out
 
@@ -515,6 +615,13 @@ def table(results: dict[str, Any]) -> str:
             it_s = gpu[name]["median"]
             rows.append(f"| (d) {name} on {gpu['device']}, it/s | {it_s:.1f} | | | | |")
         rows.append(f"| (d) {gpu['fid_samples']}-sample FID, s | {gpu['fid_s']:.0f} | | | | |")
+    for case, r in results.get("health", {}).items():
+        rows.append(
+            f"| (e) health monitor, {case}: time in its hooks (it/s with / without) | "
+            f"{100 * r['hook_share_median']:.1f} % ({r['with_median']:.1f} / "
+            f"{r['without_median']:.1f} it/s) | without the monitor | slowdown "
+            f"{100 * r['slowdown']:.1f} % | < {100 * r['target']:.0f} % | {yes(r['met'])} |"
+        )
     return "\n".join(rows)
 
 
@@ -540,6 +647,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid-max-s", type=int, default=150, help="give up on a grid run after")
     p.add_argument("--gpu-iters", type=int, default=200)
     p.add_argument("--fid-samples", type=int, default=50_000, help="(d): samples of the timed FID")
+    p.add_argument("--health-dcgan-iters", type=int, default=300, help="(e): timed, DCGAN-28")
+    p.add_argument("--health-mlp-iters", type=int, default=2000, help="(e): timed, 2-D MLP")
     p.add_argument("--out", type=Path, default=Path("benchmark.json"))
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -593,6 +702,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["grid"] = bench_grid(args, log)
     if "gpu" in args.parts:
         results["gpu"] = bench_gpu(args, log) if CUDA else {"skipped": "no GPU"}
+    if "health" in args.parts:
+        results["health"] = bench_health(args, log)
     results["load_average_end"] = os.getloadavg()
     results["total_s"] = time.perf_counter() - start
     results["table"] = table(results)
