@@ -349,10 +349,11 @@ def test_report_of_a_real_multirun_matches_its_csv_files(tmp_path: Path) -> None
         tmp_path,
         "-m",
         "experiment=toy_ring",
-        "train.max_iters=300",
-        "callbacks.evaluation.every_n_iters=100",
+        "model.hidden=64",
+        "train.max_iters=240",
+        "callbacks.evaluation.every_n_iters=80",
         "callbacks.evaluation.evaluator.n_samples=1000",
-        "callbacks.samples.every_n_iters=150",
+        "callbacks.samples.every_n_iters=120",
         "callbacks.checkpoint.every_n_iters=1000",
         "loss=non_saturating,hinge",
         "seed=0,1,-1",
@@ -375,9 +376,9 @@ def test_report_of_a_real_multirun_matches_its_csv_files(tmp_path: Path) -> None
     for name in ["0", "1", "3", "4"]:
         row = rows[name]
         series = csv_column(sweep / name / "csv" / "metrics.csv", "val/high_quality")
-        assert [it for it, _ in series] == [100, 200, 300]
-        assert row.run.status == "finished" and row.run.iterations == 300
-        assert row.final == series[-1][1] and row.final_iter == 300
+        assert [it for it, _ in series] == [80, 160, 240]
+        assert row.run.status == "finished" and row.run.iterations == 240
+        assert row.final == series[-1][1] and row.final_iter == 240
         best = max(v for _, v in series)
         assert row.best == best and row.best_iter == next(it for it, v in series if v == best)
         kl = dict(csv_column(sweep / name / "csv" / "metrics.csv", "val/reverse_kl"))
