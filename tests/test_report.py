@@ -128,8 +128,11 @@ def test_maximised_metric_and_overlapping_groups(tmp_path: Path) -> None:
     assert t.groups[0].label == "loss=hinge"
     (tmp_path / "sweep" / "3" / "csv" / "metrics.csv").write_text("step,val/reverse_kl\n300,0.2\n")
     t = report(Options(paths=[sweep])).table
-    # hinge: 1.0 and 0.2 -> 0.6 ± 0.566, same mean as ns (0.6 ± 0.141): within seed noise.
+    # hinge: 1.0 and 0.2 -> 0.6 ± 0.566, same mean as ns (0.6 ± 0.141): within seed noise, and
+    # tied for first place.
     assert any("overlap" in n and "within seed noise" in n for n in t.notes)
+    assert [(g.rank, g.is_best) for g in t.groups] == [(1, True), (1, True)]
+    assert any(n.startswith("tied for best (final mean 0.6)") for n in t.notes)
 
 
 def test_statuses_failed_nan_running_and_stopped(tmp_path: Path) -> None:
@@ -389,7 +392,8 @@ def test_report_of_a_real_multirun_matches_its_csv_files(tmp_path: Path) -> None
     means = {loss: statistics.fmean(v) for loss, v in finals.items()}
     order = sorted(means, key=means.get, reverse=True)
     assert [g.label for g in t.groups] == [f"loss={loss}" for loss in order]
-    assert t.groups[0].is_best and [g.rank for g in t.groups] == [1, 2]
+    tie = means["non_saturating"] == means["hinge"]
+    assert [(g.rank, g.is_best) for g in t.groups] == [(1, True), (1 if tie else 2, tie)]
     for g in t.groups:
         loss = g.label.removeprefix("loss=")
         assert g.final.n == 2 and len(g.not_counted) == 1  # the failed seed=-1 job

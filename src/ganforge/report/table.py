@@ -304,13 +304,11 @@ def _rank(groups: list[Group], rank_by: str, direction: str) -> None:
         return (0, -mean if direction == "maximize" else mean)
 
     groups.sort(key=key)
-    rank = 0
-    for g in groups:
-        if key(g)[0] == 0:
-            rank += 1
-            g.rank = rank
-    if groups and groups[0].rank == 1:
-        groups[0].is_best = True
+    # Equal means share a rank (1, 1, 3): with a tie for first there are several best groups.
+    ranked = [g for g in groups if key(g)[0] == 0]
+    for i, g in enumerate(ranked):
+        g.rank = ranked[i - 1].rank if i and key(g) == key(ranked[i - 1]) else i + 1
+        g.is_best = g.rank == 1
 
 
 def _overlap_notes(groups: list[Group], rank_by: str) -> list[str]:
@@ -320,6 +318,9 @@ def _overlap_notes(groups: list[Group], rank_by: str) -> list[str]:
     top = ranked[0]
     s_top = getattr(top, rank_by)
     notes = []
+    tied = [g.label for g in ranked if g.is_best]
+    if len(tied) > 1:
+        notes.append(f"tied for best ({rank_by} mean {fmt(s_top.mean)}): " + "; ".join(tied))
     for other in ranked[1:]:
         s = getattr(other, rank_by)
         if s_top.std is None or s.std is None:
