@@ -7,6 +7,7 @@ wrapper that turns user errors into one message and an exit code instead of a tr
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # _convert_="all": optimizer kwargs become plain lists/dicts, which load with weights_only.
     system = build(cfg.system, meta=meta, _convert_="all")
     record = _check_resume(cfg, ckpt_path, system) if ckpt_path else {}
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        # Read the data now rather than at fit (setup caches it): a missing or malformed dataset
+        # stops the run before anything is written. Only the launching process: DDP's other
+        # ranks start inside fit, after rank 0 has prepared (downloaded) the files.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     # A callback set to null (e.g. `callbacks.evaluation=null`) is switched off.
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     prepare_evaluation(callbacks, datamodule)
