@@ -149,8 +149,14 @@ def test_statuses_failed_nan_running_and_stopped(tmp_path: Path) -> None:
     # A running run's CSV may end inside the row being written.
     with open(running / "csv" / "metrics.csv", "a") as f:
         f.write("200,1.2")
+    wandb_only = make_run(sweep / "8", "hinge", 6, [])
+    (wandb_only / "csv" / "metrics.csv").unlink()
+    config = yaml.safe_load((wandb_only / "config_resolved.yaml").read_text())
+    config["logger"] = {"wandb": {"mode": "offline"}}
+    (wandb_only / "config_resolved.yaml").write_text(yaml.safe_dump(config))
     rep = report(Options(paths=[sweep]))
     rows = {r.run.name: r for r in rep.table.rows}
+    assert "trained without the CSV logger" in rows["8"].run.notes[0]
     assert rows["4"].run.status == "failed"
     assert rows["4"].run.error.startswith("ConfigError: data.batch_size=256 is not divisible")
     assert rows["4"].final is None and rows["4"].settings["model.pack"] == 3
@@ -158,11 +164,11 @@ def test_statuses_failed_nan_running_and_stopped(tmp_path: Path) -> None:
     assert rows["5"].run.status == "nan" and "became inf" in rows["5"].run.error
     assert rows["6"].run.status == "stopped" and "iteration 100 of 300" in rows["6"].run.error
     assert rows["7"].run.status == "running" and rows["7"].run.iterations == 100
-    assert rows["7"].run.notes == ["last CSV line still being written: left out"]
     hinge = next(g for g in rep.table.groups if g.label == "loss=hinge, model.pack=1")
-    assert hinge.final.n == 5  # 2, 3, 5, 6, 7
+    assert hinge.final.n == 5 and len(hinge.not_counted) == 1  # 2, 3, 5, 6, 7; and 8
     md = (rep.out / "report.md").read_text()
     assert "| 4 | hinge | 2 | 3 | failed: ConfigError: data.batch_size=256" in md
+    assert "running (100/300) (last CSV line still being written: left out) |" in md
     assert "stopped by NaN: NonFiniteLossError" in md
 
 

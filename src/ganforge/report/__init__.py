@@ -265,7 +265,10 @@ def run_rows(table: Table, compact: bool = False) -> tuple[list[str], list[list[
     rows = []
     for r in table.rows:
         run = r.run
-        status = status_text(run) + (f": {run.error}" if run.error and not compact else "")
+        status = status_text(run)
+        if not compact:
+            status += "".join(f": {text}" for text in [run.error] if text)
+            status += "".join(f" ({note})" for note in run.notes)
         row = [run.name, *[format_value(r.settings.get(c)) for c in table.columns], status]
         row += [
             str(run.iterations),
@@ -364,6 +367,8 @@ def print_report(rep: Report, console: Console | None = None) -> None:
     for run in rep.runs:
         if run.error:
             console.print(f"{run.name}: {status_text(run)}: {run.error}", highlight=False)
+        for note in run.notes:
+            console.print(f"{run.name}: {note}", highlight=False)
         if run.health:
             console.print(f"{run.name}: health: {health_text(run)}", highlight=False)
         for line in eval_lines(run.evals):

@@ -160,7 +160,7 @@ tr.best td{background:#eaf7ea;font-weight:600}
 .status-failed,.status-nan{color:#b00020} .status-running{color:#1a5fb4}
 .status-stopped{color:#a05a00}
 .err{color:#b00020;font-size:12px;min-width:260px;max-width:420px}
-.notes li{margin:4px 0}
+.notes li{margin:4px 0} .note{color:#666;font-size:12px;max-width:420px}
 .grid{display:flex;flex-wrap:wrap;gap:16px} .grid figure{margin:0;text-align:center}
 .grid img{width:300px;border:1px solid #ddd} figcaption{font-size:12px;color:#444;max-width:300px}
 img.plot{max-width:100%;border:1px solid #eee;vertical-align:top}
@@ -284,6 +284,7 @@ def _runs_html(table: Table, out: Path) -> list[str]:
         status = _e(status_text(run))
         if run.error:
             status += f'<div class="err">{_e(run.error)}</div>'
+        status += "".join(f'<div class="note">{_e(n)}</div>' for n in run.notes)
         row.append(f'<td class="status-{run.status}">{status}</td>')
         row.append(f'<td class="num">{run.iterations}</td>')
         row.append(f'<td class="num">{format_duration(run.wall_s) if run.wall_s else "—"}</td>')
