@@ -10,7 +10,7 @@ from torch.nn.utils import parametrize
 
 from ganforge.errors import ConfigError
 from ganforge.models import dcgan, mlp, resnet
-from ganforge.models.layers import ConditionalBatchNorm2d, pack_samples
+from ganforge.models.layers import ConditionalBatchNorm2d, Maxout, pack_samples
 
 # Tiny versions of every discriminator, with the input shape each one eats.
 D_BUILDERS = {
@@ -19,12 +19,21 @@ D_BUILDERS = {
         lambda **kw: mlp.Discriminator(hidden=16, depth=2, channels=1, image_size=28, **kw),
         (1, 28, 28),
     ),
+    # PacGAN's D: maxout units.
+    "mlp-maxout": (
+        lambda **kw: mlp.Discriminator(hidden=16, depth=2, dim=2, activation="maxout", **kw),
+        (2,),
+    ),
     "dcgan": (lambda **kw: dcgan.Discriminator(base_width=8, **kw), (1, 28, 28)),
     "resnet32": (lambda **kw: resnet.Discriminator(width=8, **kw), (3, 32, 32)),
     "resnet64": (lambda **kw: resnet.Discriminator(image_size=64, width=8, **kw), (3, 64, 64)),
 }
 G_BUILDERS = {
     "mlp": lambda **kw: mlp.Generator(z_dim=8, hidden=16, depth=2, dim=2, **kw),
+    # PacGAN's G: bias-free linear layers, BatchNorm, ReLU.
+    "mlp-bn": lambda **kw: mlp.Generator(
+        z_dim=8, hidden=16, depth=2, dim=2, norm="batch", bias=False, **kw
+    ),
     "dcgan": lambda **kw: dcgan.Generator(z_dim=8, base_width=8, **kw),
     "resnet32": lambda **kw: resnet.Generator(z_dim=8, width=8, **kw),
     "resnet64": lambda **kw: resnet.Generator(z_dim=8, image_size=64, width=8, **kw),
@@ -119,7 +128,7 @@ def test_conditional_batchnorm_applies_the_class_affine_map() -> None:
 @pytest.mark.parametrize("name", list(G_BUILDERS))
 def test_conditional_generator_draws_what_the_label_says(name: str) -> None:
     G = G_BUILDERS[name](conditional="projection", n_classes=10)
-    if name != "mlp":
+    if not name.startswith("mlp"):
         assert any(isinstance(m, ConditionalBatchNorm2d) for m in G.modules())
         with torch.no_grad():  # make the class embeddings differ, as training would
             for m in G.modules():
@@ -218,3 +227,122 @@ def test_generators_rebuild_from_init_args(name: str) -> None:
     assert G.init_args["z_dim"] == 8 and G.init_args["n_classes"] == 10
     clone = type(G)(**G.init_args)
     clone.load_state_dict(G.state_dict())  # strict: same layers, conditional BatchNorms included
+
+
+# --- the papers' networks: maxout, BatchNorm MLP generator, initialisations ----------------------
+def test_maxout_takes_the_max_over_each_group_of_consecutive_pieces() -> None:
+    layer = Maxout(3, 4, pieces=5)
+    x = torch.randn(6, 3)
+    out = layer(x)
+    assert out.shape == (6, 4) and layer.linear.out_features == 20
+    pre = layer.linear(x)  # unit j owns pieces 5j..5j+4, blocks' and pylearn2's layout
+    for j in range(4):
+        torch.testing.assert_close(out[:, j], pre[:, 5 * j : 5 * j + 5].max(dim=1).values)
+
+
+def test_maxout_discriminator_has_the_pacgan_shape() -> None:
+    D = mlp.Discriminator(hidden=200, depth=3, dim=2, pack=4, activation="maxout", pieces=5)
+    maxouts = [m for m in D.net if isinstance(m, Maxout)]
+    assert [(m.linear.in_features, m.linear.out_features) for m in maxouts] == [
+        (8, 1000),
+        (200, 1000),
+        (200, 1000),
+    ]
+    assert not any(isinstance(m, nn.LeakyReLU) for m in D.modules())
+    assert D.net[-1].in_features == 200 and D(torch.randn(12, 2)).shape == (3,)
+
+
+def test_maxout_discriminator_drops_inputs_and_hidden_units() -> None:
+    D = mlp.Discriminator(
+        hidden=8, depth=2, dim=4, activation="maxout", input_dropout=0.2, dropout=0.5
+    )
+    drops = [m.p for m in D.net if isinstance(m, nn.Dropout)]
+    assert drops == [0.2, 0.5, 0.5] and isinstance(D.net[0], nn.Dropout)
+
+
+def test_batchnorm_generator_is_linear_batchnorm_relu_without_bias() -> None:
+    G = mlp.Generator(
+        z_dim=2, hidden=400, depth=4, dim=2, norm="batch", bias=False, bn_momentum=0.05
+    )
+    kinds = [type(m) for m in G.net]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU] * 4 + [nn.Linear]
+    hidden = [m for m in G.net if isinstance(m, nn.Linear)][:-1]
+    assert all(m.bias is None for m in hidden) and G.net[-1].bias is not None
+    assert all(m.momentum == 0.05 for m in G.net if isinstance(m, nn.BatchNorm1d))
+    G.train()
+    out = G(torch.randn(64, 2))
+    # Training mode normalises each hidden layer over the batch: zero mean before the ReLU.
+    h = G.net[:2](torch.randn(64, 2))
+    assert out.shape == (64, 2) and h.mean(0).abs().max() < 1e-5
+    G.eval()  # inference uses running statistics: one sample alone is well defined
+    assert G(torch.randn(1, 2)).shape == (1, 2)
+
+
+def test_batchnorm_generator_with_bias_keeps_it() -> None:
+    G = mlp.Generator(z_dim=2, hidden=8, depth=2, dim=2, norm="batch")
+    assert all(m.bias is not None for m in G.net if isinstance(m, nn.Linear))
+
+
+def test_plain_mlp_layouts_are_unchanged() -> None:
+    """Checkpoints written before the new options still load: same state-dict keys."""
+    G = mlp.Generator(z_dim=2, hidden=8, depth=2, dim=2)
+    D = mlp.Discriminator(hidden=8, depth=2, dim=2)
+    assert list(G.state_dict()) == [f"net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+    assert list(D.state_dict()) == [f"net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+
+
+@pytest.mark.parametrize("init", ["normal", "uniform"])
+def test_paper_initialisations(init: str) -> None:
+    torch.manual_seed(0)
+    G = mlp.Generator(
+        z_dim=64, hidden=400, depth=2, dim=2, norm="batch", init=init, init_scale=0.02
+    )
+    D = mlp.Discriminator(
+        hidden=200, depth=2, dim=2, activation="maxout", init=init, init_scale=0.02
+    )
+    for net in (G, D):
+        for m in net.modules():
+            if isinstance(m, nn.Linear):
+                w = m.weight.detach()
+                if init == "normal":
+                    assert w.mean().abs() < 2e-3 and w.std().item() == pytest.approx(0.02, rel=0.1)
+                else:
+                    assert w.abs().max() <= 0.02 and w.abs().max() > 0.019
+                assert m.bias is None or torch.count_nonzero(m.bias) == 0
+            if isinstance(m, nn.BatchNorm1d):  # BatchNorm keeps its identity affine map
+                assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+
+
+def test_default_initialisation_is_torchs() -> None:
+    torch.manual_seed(0)
+    a = mlp.Discriminator(hidden=8, depth=1, dim=2)
+    torch.manual_seed(0)
+    b = mlp.Discriminator(hidden=8, depth=1, dim=2, init="default", init_scale=123.0)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_bad_paper_network_options_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.activation='tanh'"):
+        mlp.Discriminator(dim=2, activation="tanh")
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.pieces=0"):
+        mlp.Discriminator(dim=2, activation="maxout", pieces=0)
+    with pytest.raises(ConfigError, match=r"model\.generator\.norm='layer'"):
+        mlp.Generator(dim=2, norm="layer")
+    with pytest.raises(ConfigError, match=r"model\.generator\.init='xavier'"):
+        mlp.Generator(dim=2, init="xavier")
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.init_scale=0"):
+        mlp.Discriminator(dim=2, init="normal", init_scale=0)
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.input_dropout=1"):
+        mlp.Discriminator(dim=2, input_dropout=1.0)
+
+
+def test_paper_networks_rebuild_from_init_args() -> None:
+    G = mlp.Generator(z_dim=2, hidden=8, depth=2, dim=2, norm="batch", bias=False, init="normal")
+    D = mlp.Discriminator(
+        hidden=8, depth=2, dim=2, activation="maxout", pieces=3, input_dropout=0.2
+    )
+    for net in (G, D):
+        clone = type(net)(**net.init_args)
+        clone.load_state_dict(net.state_dict())  # strict: BatchNorm buffers, maxout pieces
+        assert clone.init_args == net.init_args

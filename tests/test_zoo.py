@@ -246,3 +246,39 @@ def test_sampling_defaults_to_the_ema_generator() -> None:
     torch.testing.assert_close(system.generate(z), system.G_ema(z))
     assert not torch.allclose(system.generate(z), system.G(z))
     torch.testing.assert_close(system.generate(z, ema=False), system.G(z))
+
+
+# --- faithful paper presets ----------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["pacgan_grid", "pacgan_ring"])
+def test_pacgan_presets_build_the_authors_networks(tmp_path: Path, preset: str) -> None:
+    from hydra.utils import instantiate
+
+    from ganforge.models.layers import Maxout
+
+    cfg = compose_train(tmp_path, f"experiment={preset}")
+    G, D = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    assert [type(m) for m in G.net] == [
+        torch.nn.Linear,
+        torch.nn.BatchNorm1d,
+        torch.nn.ReLU,
+    ] * 4 + [torch.nn.Linear]
+    assert G.net[0].in_features == 2 and G.net[0].out_features == 400 and G.net[0].bias is None
+    assert [m.pieces for m in D.net if isinstance(m, Maxout)] == [5, 5, 5]
+    assert D.net[-1].in_features == 200 and D.pack * 100 == cfg.data.batch_size
+    assert cfg.system.ema_decay is None  # the paper has no generator EMA
+    assert cfg.callbacks.evaluation.evaluator.n_samples == cfg.paper.protocol.n_samples == 2500
+    assert list(cfg.optim.betas) == [0.8, 0.999] and cfg.optim.lr_g == cfg.optim.lr_d == 1e-4
+
+
+def test_gan_mnist_preset_builds_the_maxout_discriminator(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    from ganforge.models.layers import Maxout
+
+    cfg = compose_train(tmp_path, "experiment=gan_mnist")
+    D = instantiate(cfg.model.discriminator)
+    maxouts = [m for m in D.net if isinstance(m, Maxout)]
+    assert [(m.linear.out_features, m.pieces) for m in maxouts] == [(1200, 5), (1200, 5)]
+    assert [m.p for m in D.net if isinstance(m, torch.nn.Dropout)] == [0.2, 0.5, 0.5]
+    assert D.net[0].p == 0.2 and maxouts[0].linear.weight.abs().max() <= 0.005
+    assert cfg.system.ema_decay is None and cfg.optim.momentum == 0.5

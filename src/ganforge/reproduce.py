@@ -1,0 +1,569 @@
+"""`ganforge-reproduce`: run an experiment preset over seeds and set its numbers beside the paper's.
+
+    ganforge-reproduce experiment=pacgan_grid seeds=5 [budget=N] [jobs=2] [variant=GAN,PacGAN4]
+                       [out=DIR] [threads=T] [any ganforge-train override ...]
+
+Each (variant, seed) is one `ganforge-train` process with a stable run directory,
+`OUT/<experiment>/<variant>/iters_<budget>/seed_<k>`, so running the same command again resumes
+an interrupted run from its newest readable checkpoint and skips the finished ones. `jobs`
+processes run at once, each with `num_threads=threads` (default: the cores split between jobs)
+so that they do not fight over cores.
+
+The paper's side comes from the preset alone, never from code: its `paper:` key holds the
+source, the paper's run length, its evaluation `protocol` and, per variant (the preset plus some
+overrides, e.g. `model.pack=1 data.batch_size=100`), each metric's mean and error bar. A run is
+evaluated with that protocol: for 2-D mixtures, its final checkpoint is sampled `n_samples`
+times and a mode counts as covered with `min_per_mode` high-quality points; otherwise the final
+`val/*` values of the run's own evaluation are read from its csv/metrics.csv. The table (printed,
+and written as markdown and JSON beside the runs) gives per metric: the paper's mean ± error,
+the measured mean ± std over seeds with n, the per-seed values, the iterations run, the sample
+count, whether the paper's mean lies within the measured mean ± 2 std, and why a row is not
+comparable with the paper (a shorter run, fewer samples, a metric ganforge does not compute).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ganforge import checkpoint
+from ganforge.errors import ConfigError, GanforgeError
+from ganforge.metrics.toy2d import mode_stats
+from ganforge.train import build, config_dir
+
+log = logging.getLogger("ganforge")
+
+# Keys of the command itself; everything else goes to ganforge-train.
+OWN_KEYS = ("experiment", "seeds", "budget", "jobs", "variant", "out", "threads")
+# Set by the harness for each run: a user override of these would break the stable run
+# directories or the table's bookkeeping.
+RESERVED = ("seed", "train.max_iters", "hydra.run.dir", "ckpt_path", "resume", "num_threads")
+RESULT_FILE = "reproduce_result.json"
+# mode_stats fixes the high-quality radius; a preset asking for another one cannot be honoured.
+MODE_STATS_SIGMAS = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    experiment: str
+    seeds: int = 3
+    budget: int | None = None
+    jobs: int = 1
+    variants: tuple[str, ...] = ()
+    out: Path = Path("outputs") / "reproduce"
+    threads: int | None = None
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass
+class Variant:
+    name: str
+    overrides: list[str]
+    paper: dict[str, dict[str, float]]  # metric -> {"mean", "err"}
+    cfg: DictConfig
+
+
+@dataclass
+class SeedRun:
+    variant: Variant
+    seed: int
+    run_dir: Path
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+# --- command line ---------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str]) -> Options:
+    """`key=value` arguments -> Options; a ConfigError naming the argument on a bad one."""
+    own: dict[str, str] = {}
+    rest: list[str] = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(
+                f"argument {arg!r} is not key=value; e.g. ganforge-reproduce "
+                "experiment=pacgan_grid seeds=3 budget=5000"
+            )
+        if key in OWN_KEYS:
+            own[key] = value
+        elif key.lstrip("+~") in RESERVED:
+            raise ConfigError(
+                f"{key} is set by ganforge-reproduce for each run; use seeds=N (seeds 0..N-1), "
+                "budget=ITERATIONS and threads=T instead, and run the command again to resume"
+            )
+        else:
+            rest.append(arg)
+    if not own.get("experiment"):
+        raise ConfigError(
+            "experiment=NAME is required, e.g. ganforge-reproduce experiment=pacgan_grid "
+            f"seeds=3; presets: {', '.join(presets())}"
+        )
+    variants = tuple(v for v in own.get("variant", "").split(",") if v)
+    return Options(
+        experiment=own["experiment"],
+        seeds=_positive_int("seeds", own.get("seeds", "3")),
+        budget=_positive_int("budget", own["budget"]) if "budget" in own else None,
+        jobs=_positive_int("jobs", own.get("jobs", "1")),
+        variants=variants,
+        out=Path(
+            own.get("out") or Path(os.environ.get("GANFORGE_LOG_DIR", "outputs")) / "reproduce"
+        ),
+        threads=_positive_int("threads", own["threads"]) if "threads" in own else None,
+        overrides=tuple(rest),
+    )
+
+
+def _positive_int(key: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise ConfigError(f"{key}={text} must be a positive integer, e.g. {key}=3")
+    return value
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+# --- the variants of a preset ---------------------------------------------------------------------
+def compose_variants(opts: Options) -> list[Variant]:
+    """The preset's variants (from `paper.variants`, else one run of the preset as it is), each
+    composed with the user's overrides: a bad key or value fails here, before any training."""
+    if opts.experiment not in presets():
+        raise ConfigError(
+            f"experiment={opts.experiment} is not a preset; choose one of {', '.join(presets())}"
+        )
+    base = _compose(opts.experiment, list(opts.overrides))
+    paper = base.get("paper") or {}
+    declared = list(paper.get("variants") or [{"name": "preset", "overrides": [], "metrics": {}}])
+    names = [str(v["name"]) for v in declared]
+    unknown = sorted(set(opts.variants) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"variant={','.join(unknown)} is not a variant of experiment={opts.experiment}; "
+            f"it has {', '.join(names)} (see paper.variants in the preset)"
+        )
+    variants = []
+    for v in declared:
+        if opts.variants and v["name"] not in opts.variants:
+            continue
+        overrides = [str(o) for o in v.get("overrides") or []]
+        cfg = _compose(opts.experiment, overrides + list(opts.overrides))
+        metrics = OmegaConf.to_container(v.get("metrics") or OmegaConf.create({}), resolve=True)
+        variants.append(Variant(str(v["name"]), overrides, metrics, cfg))  # type: ignore[arg-type]
+    return variants
+
+
+def _compose(experiment: str, overrides: list[str]) -> DictConfig:
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("train", overrides=[f"experiment={experiment}", *overrides])
+    except (HydraException, MissingConfigException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"experiment={experiment} with overrides {overrides} does not compose: {first}; "
+            "fix the override (ganforge-train accepts the same ones)"
+        ) from None
+
+
+def protocol_of(cfg: DictConfig) -> dict[str, Any] | None:
+    """The preset's `paper.protocol` for 2-D mixtures, checked; None when it has none."""
+    protocol = OmegaConf.select(cfg, "paper.protocol")
+    if protocol is None:
+        return None
+    p = OmegaConf.to_container(protocol, resolve=True)
+    assert isinstance(p, dict)
+    for key in ("n_samples", "min_per_mode"):
+        if isinstance(p.get(key), bool) or not isinstance(p.get(key), int) or p[key] < 1:
+            raise ConfigError(f"paper.protocol.{key}={p.get(key)!r} must be a positive integer")
+    if p.get("sigmas", MODE_STATS_SIGMAS) != MODE_STATS_SIGMAS:
+        raise ConfigError(
+            f"paper.protocol.sigmas={p['sigmas']} but ganforge's mode metric counts a point as "
+            f"high quality within {MODE_STATS_SIGMAS} std (metrics/toy2d.py); set sigmas: 3"
+        )
+    return p
+
+
+# --- running one seed -----------------------------------------------------------------------------
+def run_dir(opts: Options, variant: Variant, iterations: int, seed: int) -> Path:
+    return opts.out / opts.experiment / variant.name / f"iters_{iterations}" / f"seed_{seed}"
+
+
+def resume_point(folder: Path) -> Path | None:
+    """The newest readable checkpoint of an interrupted run (a kill can leave last.ckpt cut
+    short; an iter_*.ckpt then still holds an earlier state), or None."""
+    ckpts = folder / "checkpoints"
+    found = [ckpts / "last.ckpt", *sorted(ckpts.glob("iter_*.ckpt"), reverse=True)]
+    readable = [p for p in found if p.is_file() and checkpoint.is_readable(p)]
+    return max(readable, key=lambda p: checkpoint.load(p).iteration) if readable else None
+
+
+def train_command(
+    opts: Options, variant: Variant, iterations: int, seed: int, folder: Path, threads: int
+) -> list[str]:
+    every = variant.cfg.callbacks.get("checkpoint") or {}
+    # A checkpoint at least every tenth of the run, so an interrupted run loses little.
+    ckpt_every = max(1, min(int(every.get("every_n_iters") or iterations), iterations // 10 or 1))
+    command = [
+        sys.executable,
+        "-m",
+        "ganforge.train",
+        f"experiment={opts.experiment}",
+        *variant.overrides,
+        *opts.overrides,
+        f"seed={seed}",
+        f"train.max_iters={iterations}",
+        f"num_threads={threads}",
+        f"hydra.run.dir={folder}",
+        "trainer.enable_model_summary=false",
+    ]
+    if every:
+        command.append(f"callbacks.checkpoint.every_n_iters={ckpt_every}")
+    start = resume_point(folder)
+    if start is not None:
+        command.append(f"ckpt_path={start}")
+    return command
+
+
+def run_seed(
+    opts: Options, job: SeedRun, iterations: int, threads: int, protocol: dict[str, Any] | None
+) -> SeedRun:
+    done = job.run_dir / RESULT_FILE
+    if done.is_file():
+        job.result = json.loads(done.read_text())
+        log.info("%s seed %d: done earlier (%s)", job.variant.name, job.seed, done)
+        return job
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    command = train_command(opts, job.variant, iterations, job.seed, job.run_dir, threads)
+    resumed = any(c.startswith("ckpt_path=") for c in command)
+    last = job.run_dir / "checkpoints" / "last.ckpt"
+    if resumed and checkpoint.is_readable(last) and checkpoint.load(last).iteration >= iterations:
+        # Trained to the end but not evaluated (stopped in between): evaluate only.
+        command = []
+    log.info(
+        "%s seed %d: %s %d iterations in %s",
+        job.variant.name,
+        job.seed,
+        "resuming" if resumed else "training",
+        iterations,
+        job.run_dir,
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    started = time.monotonic()
+    code = 0
+    if command:
+        with open(job.run_dir / "train.log", "a") as out:
+            out.write(f"$ {' '.join(command)}\n")
+            out.flush()
+            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    wall = time.monotonic() - started
+    if code != 0:
+        tail = (job.run_dir / "train.log").read_text().strip().splitlines()[-1:] or [""]
+        job.error = (
+            f"ganforge-train exited with {code} ({tail[0][:200]}); see {job.run_dir}/train.log"
+        )
+        return job
+    try:
+        metrics, samples, note = evaluate_run(job.run_dir, protocol)
+    except GanforgeError as err:
+        job.error = f"evaluation failed: {err}"
+        return job
+    job.result = {
+        "seed": job.seed,
+        "iterations": iterations,
+        "metrics": metrics,
+        "n_samples": samples,
+        "note": note,
+        "wall_s_last_invocation": round(wall, 1),
+        "resumed": resumed,
+        "threads": threads,
+    }
+    done.write_text(json.dumps(job.result, indent=2))
+    return job
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+def evaluate_run(
+    folder: Path, protocol: dict[str, Any] | None
+) -> tuple[dict[str, float], dict[str, int | None], str]:
+    """(metrics, sample count per metric, note) of a finished run."""
+    cfg = OmegaConf.load(folder / "config_resolved.yaml")
+    assert isinstance(cfg, DictConfig)
+    if protocol is not None and cfg.data.get("channels") is None:
+        return mode_protocol(folder, cfg, protocol)
+    return logged_metrics(folder, cfg)
+
+
+def mode_protocol(
+    folder: Path, cfg: DictConfig, protocol: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, int | None], str]:
+    """The paper's 2-D protocol on the final checkpoint: n samples from the (raw or EMA) G, in
+    inference mode, from a seeded noise stream; a mode is covered with `min_per_mode` points."""
+    ckpt = checkpoint.load(folder / "checkpoints" / "last.ckpt", key="checkpoint")
+    G, used_ema = ckpt.build_generator(ema=bool(protocol.get("ema", False)))
+    data = build(cfg.data, shuffle_seed=0)  # the mixture the run trained on: modes and std
+    n = int(protocol["n_samples"])
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(int(cfg.metrics.seed)))
+    with torch.no_grad():
+        samples = G(z)
+    k = len(data.modes)
+    # mode_stats covers a mode with >= min_share * n / k points; half a point below the paper's
+    # integer count keeps float rounding from moving the threshold.
+    min_share = (protocol["min_per_mode"] - 0.5) * k / n
+    stats = mode_stats(samples, data.modes, data.std, min_share=min_share)
+    metrics = {f"val/{name}": float(value) for name, value in stats.items()}
+    note = f"final checkpoint (iteration {ckpt.iteration}), {'EMA' if used_ema else 'raw'} G"
+    return metrics, dict.fromkeys(metrics, n), note
+
+
+def logged_metrics(
+    folder: Path, cfg: DictConfig
+) -> tuple[dict[str, float], dict[str, int | None], str]:
+    """The last logged value of each val/* metric in the run's csv/metrics.csv."""
+    path = folder / "csv" / "metrics.csv"
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} does not exist: the run logged no metrics; keep logger=csv (the default)"
+        )
+    last: dict[str, float] = {}
+    step: dict[str, int] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key and key.startswith("val/") and value not in ("", None):
+                    last[key], step[key] = float(value), int(float(row.get("step") or -1))
+    evaluation = OmegaConf.select(cfg, "callbacks.evaluation.evaluator.n_samples")
+    steps = sorted(set(step.values()))
+    note = f"last periodic evaluation (iteration {', '.join(map(str, steps)) or 'none'})"
+    return last, dict.fromkeys(last, evaluation), note
+
+
+# --- the table ------------------------------------------------------------------------------------
+def summarize(
+    variants: list[Variant], jobs: list[SeedRun], iterations: dict[str, int], opts: Options
+) -> dict[str, Any]:
+    rows = []
+    for variant in variants:
+        runs = [j for j in jobs if j.variant is variant]
+        done = [j for j in runs if j.result]
+        paper_iters = OmegaConf.select(variant.cfg, "paper.iterations")
+        protocol = protocol_of(variant.cfg) or {}
+        names = list(variant.paper) or sorted({m for j in done for m in j.result["metrics"]})
+        for name in names:
+            values = [
+                (j.seed, j.result["metrics"][name]) for j in done if name in j.result["metrics"]
+            ]
+            samples = {j.result["n_samples"].get(name) for j in done if name in j.result["metrics"]}
+            paper = variant.paper.get(name)
+            rows.append(
+                _row(
+                    variant,
+                    name,
+                    values,
+                    samples,
+                    paper,
+                    iterations[variant.name],
+                    paper_iters,
+                    protocol,
+                )
+            )
+        for j in runs:
+            if j.error:
+                rows.append(
+                    {"variant": variant.name, "metric": "-", "note": f"seed {j.seed}: {j.error}"}
+                )
+    return {
+        "experiment": opts.experiment,
+        "source": OmegaConf.select(variants[0].cfg, "paper.source"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "seeds": opts.seeds,
+        "jobs": opts.jobs,
+        "overrides": list(opts.overrides),
+        "iterations": iterations,
+        "rows": rows,
+        "runs": [
+            {
+                "variant": j.variant.name,
+                "seed": j.seed,
+                "dir": str(j.run_dir),
+                **j.result,
+                "error": j.error,
+            }
+            for j in jobs
+        ],
+    }
+
+
+def _row(
+    variant: Variant,
+    name: str,
+    values: list[tuple[int, float]],
+    samples: set[int | None],
+    paper: dict[str, float] | None,
+    iterations: int,
+    paper_iters: int | None,
+    protocol: dict[str, Any],
+) -> dict[str, Any]:
+    finite = [v for _, v in values if math.isfinite(v)]
+    n = len(values)
+    mean = statistics.fmean(finite) if finite and len(finite) == n else (math.inf if n else None)
+    std = statistics.stdev(finite) if len(finite) == n and n >= 2 else None
+    notes = []
+    within: bool | None = None
+    if paper is None:
+        notes.append("no paper number for this metric")
+    elif not values:
+        notes.append("not measured: ganforge does not compute this metric")
+    else:
+        if std is not None and mean is not None and math.isfinite(mean):
+            within = abs(paper["mean"] - mean) <= 2 * std
+        if paper_iters and iterations < paper_iters:
+            notes.append(
+                f"not comparable: {iterations:,} of the paper's {paper_iters:,} iterations"
+            )
+        want = protocol.get("n_samples")
+        if want and samples != {want}:
+            notes.append(
+                f"not comparable: {sorted(map(str, samples))} samples vs the paper's {want}"
+            )
+    if n and len(finite) < n:
+        notes.append("a seed has no high-quality sample (infinite reverse KL)")
+    return {
+        "variant": variant.name,
+        "metric": name,
+        "paper_mean": paper["mean"] if paper else None,
+        "paper_err": paper.get("err") if paper else None,
+        "paper_iterations": paper_iters,
+        "mean": mean,
+        "std": std,
+        "n": n,
+        "per_seed": {str(s): v for s, v in values},
+        "iterations": iterations,
+        "n_samples": sorted(s for s in samples if s is not None),
+        "paper_within_2std": within,
+        "note": "; ".join(notes),
+    }
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.{digits}g}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"`ganforge-reproduce experiment={summary['experiment']}` — {summary['date']}, "
+        f"{summary['machine']}, torch {summary['torch']}, {summary['seeds']} seeds, "
+        f"jobs={summary['jobs']}"
+        + (f", overrides {summary['overrides']}" if summary["overrides"] else ""),
+        "",
+        f"Paper: {summary['source'] or '–'}. Within: the paper's mean lies within the measured "
+        "mean ± 2 std over seeds.",
+        "",
+        "| variant | metric | paper | measured mean ± std (n) | per seed | iterations | samples "
+        "| within | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        if r["metric"] == "-":
+            lines.append(f"| {r['variant']} | – | | | | | | | {r['note']} |")
+            continue
+        paper = (
+            "–" if r["paper_mean"] is None else f"{_fmt(r['paper_mean'])} ± {_fmt(r['paper_err'])}"
+        )
+        measured = f"{_fmt(r['mean'])} ± {_fmt(r['std'])} ({r['n']})" if r["n"] else "–"
+        seeds = ", ".join(f"{s}: {_fmt(v)}" for s, v in r["per_seed"].items()) or "–"
+        within = {True: "yes", False: "no", None: "–"}[r["paper_within_2std"]]
+        samples = ", ".join(map(str, r["n_samples"])) or "–"
+        lines.append(
+            f"| {r['variant']} | {r['metric']} | {paper} | {measured} | {seeds} | "
+            f"{r['iterations']:,} | {samples} | {within} | {r['note']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --- the command ----------------------------------------------------------------------------------
+def reproduce(opts: Options) -> dict[str, Any]:
+    """Run (or resume) every variant x seed, evaluate, write and return the summary."""
+    variants = compose_variants(opts)
+    protocols = {v.name: protocol_of(v.cfg) for v in variants}
+    iterations = {}
+    for v in variants:
+        length = opts.budget or OmegaConf.select(v.cfg, "paper.iterations") or v.cfg.train.max_iters
+        if not length:
+            raise ConfigError(
+                f"experiment={opts.experiment} sets no run length (paper.iterations and "
+                "train.max_iters are null); pass budget=ITERATIONS"
+            )
+        iterations[v.name] = int(length)
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
+    jobs = [
+        SeedRun(v, seed, run_dir(opts, v, iterations[v.name], seed))
+        for v in variants
+        for seed in range(opts.seeds)
+    ]
+    with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
+        list(
+            pool.map(
+                lambda j: run_seed(
+                    opts, j, iterations[j.variant.name], threads, protocols[j.variant.name]
+                ),
+                jobs,
+            )
+        )
+    summary = summarize(variants, jobs, iterations, opts)
+    stem = (
+        opts.out
+        / opts.experiment
+        / ("table_" + "_".join(f"{k}-{v}" for k, v in iterations.items()))
+    )
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(markdown(summary))
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    summary["files"] = [str(stem.with_suffix(".md")), str(stem.with_suffix(".json"))]
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        summary = reproduce(opts)
+    except GanforgeError as err:
+        log.error("%s: %s", type(err).__name__, err)
+        sys.exit(2)
+    print(markdown(summary))
+    print("written:", *summary["files"])
+    if any(r.get("error") for r in summary["runs"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`ganforge-reproduce`: bad inputs, the table's bookkeeping, a killed run resumed end to end, and
+the faithful PacGAN grid recipe learning where the old networks did not."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_train
+from ganforge import checkpoint
+from ganforge.reproduce import Variant, _row, main, parse_args, resume_point
+
+# Tiny networks and data: the harness's code path, not the paper's numbers.
+TINY = [
+    "model.generator.hidden=16",
+    "model.generator.depth=1",
+    "model.discriminator.hidden=16",
+    "model.discriminator.depth=1",
+    "data.n_samples=2000",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ganforge.reproduce", *args],
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+# --- bad inputs: one message naming the argument, exit 2, nothing trained -------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["experiment=pacgan_gird"], r"experiment=pacgan_gird is not a preset; choose one of .*"),
+        (["experiment=pacgan_grid", "seeds=0"], r"seeds=0 must be a positive integer"),
+        (["experiment=pacgan_grid", "budget=abc"], r"budget=abc must be a positive integer"),
+        (["experiment=pacgan_grid", "jobs=1.5"], r"jobs=1.5 must be a positive integer"),
+        (["seeds=3"], r"experiment=NAME is required"),
+        (["experiment=pacgan_grid", "seed=4"], r"seed is set by ganforge-reproduce.*seeds=N"),
+        (["experiment=pacgan_grid", "variant=PacGAN8"], r"variant=PacGAN8 is not a variant.*GAN"),
+        (["experiment=pacgan_grid", "model.widht=3"], r"does not compose.*model\.widht"),
+        (["experiment=pacgan_grid", "oops"], r"argument 'oops' is not key=value"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, f"out={tmp_path}"])
+    assert exit_info.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
+    assert not any(tmp_path.iterdir())  # failed before any run directory was made
+
+
+def test_options_keep_train_overrides_apart() -> None:
+    opts = parse_args(
+        ["experiment=pacgan_ring", "seeds=2", "budget=500", "jobs=2", "model.z_dim=3"]
+    )
+    assert (opts.seeds, opts.budget, opts.jobs) == (2, 500, 2)
+    assert opts.overrides == ("model.z_dim=3",)
+
+
+# --- the table's arithmetic -----------------------------------------------------------------------
+def variant() -> Variant:
+    return Variant(
+        "GAN", [], {"val/modes_captured": {"mean": 17.3, "err": 0.8}}, OmegaConf.create()
+    )
+
+
+def test_row_reports_spread_comparability_and_per_seed_values() -> None:
+    paper = {"mean": 17.3, "err": 0.8}
+    row = _row(variant(), "val/modes_captured", [(0, 16.0), (1, 18.0), (2, 17.0)], {2500},
+               paper, 400000, 400000, {"n_samples": 2500})  # fmt: skip
+    assert row["mean"] == pytest.approx(17.0) and row["std"] == pytest.approx(1.0) and row["n"] == 3
+    assert row["per_seed"] == {"0": 16.0, "1": 18.0, "2": 17.0}
+    assert row["paper_within_2std"] is True and row["note"] == ""
+    short = _row(variant(), "val/modes_captured", [(0, 3.0), (1, 4.0)], {250}, paper, 5000,
+                 400000, {"n_samples": 2500})  # fmt: skip
+    assert short["paper_within_2std"] is False
+    assert "5,000 of the paper's 400,000 iterations" in short["note"]
+    assert "['250'] samples vs the paper's 2500" in short["note"]
+    one = _row(variant(), "val/modes_captured", [(0, 17.0)], {2500}, paper, 10, None, {})
+    assert one["std"] is None and one["paper_within_2std"] is None  # no spread from one seed
+    missing = _row(variant(), "test/parzen_log_likelihood", [], set(), {"mean": 225, "err": 2},
+                   10, None, {})  # fmt: skip
+    assert missing["n"] == 0 and "not measured" in missing["note"]
+
+
+# --- end to end: table rows, JSON, a killed run resumed -------------------------------------------
+@pytest.mark.slow
+def test_reproduce_resumes_a_killed_run_and_writes_the_table(tmp_path: Path) -> None:
+    budget = 4000
+    args = [
+        "experiment=pacgan_ring",
+        "variant=GAN",
+        "seeds=2",
+        f"budget={budget}",
+        "threads=1",
+        f"out={tmp_path}",
+        *TINY,
+    ]
+    seed0 = tmp_path / "pacgan_ring" / "GAN" / f"iters_{budget}" / "seed_0"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ganforge.reproduce", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list((seed0 / "checkpoints").glob("iter_*.ckpt")):
+            assert first.poll() is None, "the first invocation ended before its first checkpoint"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # harness and training process, no clean stop
+        first.wait()
+    start = resume_point(seed0)
+    assert start is not None
+    killed_at = checkpoint.load(start).iteration
+    assert 0 < killed_at < budget and not (seed0 / "reproduce_result.json").exists()
+
+    done = run_cli(*args, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (seed0 / "train.log").read_text()
+    commands = [line for line in log.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and "ckpt_path=" in commands[1] and "ckpt_path=" not in commands[0]
+    assert checkpoint.load(seed0 / "checkpoints" / "last.ckpt").iteration == budget
+
+    table = tmp_path / "pacgan_ring" / f"table_GAN-{budget}"
+    summary = json.loads(table.with_suffix(".json").read_text())
+    rows = {r["metric"]: r for r in summary["rows"]}
+    assert set(rows) == {"val/modes_captured", "val/high_quality", "val/reverse_kl"}
+    for r in rows.values():
+        assert r["n"] == 2 and set(r["per_seed"]) == {"0", "1"}
+        assert r["iterations"] == budget and r["n_samples"] == [2500]
+        assert r["paper_mean"] is not None and "not comparable" in r["note"]
+    assert rows["val/modes_captured"]["paper_mean"] == 6.3  # read from the preset
+    runs = {r["seed"]: r for r in summary["runs"]}
+    assert runs[0]["resumed"] is True and runs[1]["resumed"] is False
+    markdown = table.with_suffix(".md").read_text()
+    assert markdown.count("| GAN | val/") == 3 and "6.3 ± 0.5" in markdown
+    assert "| GAN | val/modes_captured |" in done.stdout
+
+    again = run_cli(*args, timeout=300)  # everything done: nothing retrained
+    assert again.returncode == 0 and "done earlier" in again.stderr
+    assert (seed0 / "train.log").read_text() == log
+
+
+def test_preset_variants_compose(tmp_path: Path) -> None:
+    for preset in ("pacgan_grid", "pacgan_ring"):
+        cfg = compose_train(tmp_path, f"experiment={preset}")
+        for v in cfg.paper.variants:
+            composed = compose_train(tmp_path, f"experiment={preset}", *v.overrides)
+            assert composed.data.batch_size == 100 * composed.model.pack
+            assert set(v.metrics) == {"val/modes_captured", "val/high_quality", "val/reverse_kl"}
