@@ -361,7 +361,13 @@ def test_state_survives_a_checkpoint(tmp_path: Path) -> None:
     restored.load_state_dict(torch.load(path, weights_only=True))
     assert restored.episodes == monitor.episodes and restored.history == monitor.history
     restored.on_train_start(
-        SimpleNamespace(fast_dev_run=False, sanity_checking=False, callbacks=[]),
+        SimpleNamespace(
+            fast_dev_run=False,
+            sanity_checking=False,
+            callbacks=[],
+            is_global_zero=False,
+            datamodule=None,
+        ),
         SimpleNamespace(loss=SimpleNamespace(name="non_saturating")),
     )
     assert restored.diagnoser.active() == ["mode_collapse"]

@@ -26,7 +26,6 @@ logged as `health/*` against GAN iterations; `<dirpath>/plots/health.png` shows 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.images import save_and_log_image
 from ganforge.data.base import to_float
 from ganforge.errors import ConfigError, check_int
@@ -145,14 +145,18 @@ class HealthMonitor(L.Callback):
         if self._diagnoser_state is not None:  # resumed: continue the references and tracks
             self.diagnoser.load_state_dict(self._diagnoser_state)
             self._diagnoser_state = None
-        from ganforge.callbacks.evaluation import PeriodicEvaluation
-
         evaluation = next((c for c in trainer.callbacks if isinstance(c, PeriodicEvaluation)), None)
         self._eval_every = evaluation.every_n_iters if evaluation is not None else None
-        if self.real_distance is None:
+        if trainer.is_global_zero:
+            # Written now (and at every change): an unwritable run directory fails before
+            # iteration 1, and a run that crashes still leaves its health record.
+            actions.write_json(self.json_path, self.episodes)
+        datamodule = trainer.datamodule
+        if self.real_distance is None and hasattr(datamodule, "real_samples"):
             # The real statistic, once: a fixed sample of the training data (seeded), so every
-            # probe divides by the same number.
-            real = trainer.datamodule.real_samples(self._n(pl_module, 256), seed=0)
+            # probe divides by the same number. (Without a ganforge datamodule, the first probe's
+            # real batch serves.)
+            real = datamodule.real_samples(self._n(pl_module, 256), seed=0)
             real = to_float(real) if real.dtype == torch.uint8 else real
             self.real_distance = signals.mean_pairwise_distance(real)
 
@@ -250,6 +254,8 @@ class HealthMonitor(L.Callback):
             fake = pl_module._g(pl_module.G, z, y_fake)
             real_logits = pl_module._d(real, y_real)[0]
             fake_logits = pl_module._d(fake, y_fake)[0]
+        if self.real_distance is None:
+            self.real_distance = signals.mean_pairwise_distance(real)
         acc_real, acc_fake = signals.d_accuracy(real_logits, fake_logits, pl_module.loss.name)
         fake_distance = signals.mean_pairwise_distance(fake)
         d_real = float(pl_module.loss.d_output(real_logits))
@@ -260,8 +266,8 @@ class HealthMonitor(L.Callback):
             "d_gap": d_real - d_fake,
             "d_fake": d_fake,
             "fake_distance": fake_distance,
-            "real_distance": float(self.real_distance or math.nan),
-            "diversity": fake_distance / max(self.real_distance or math.nan, 1e-12),
+            "real_distance": self.real_distance,
+            "diversity": fake_distance / max(self.real_distance, 1e-12),
         }
 
     # --- acting -------------------------------------------------------------------------------
@@ -275,7 +281,9 @@ class HealthMonitor(L.Callback):
                     break
         else:
             self.episodes.append(actions.episode(event, action))
-            if action == "stop" and self.stop_event is None:
+            # Rank 0's diagnosis decides (it alone sees the evaluation metrics); the other ranks
+            # stop with it through the broadcast in on_train_batch_end.
+            if action == "stop" and self.stop_event is None and trainer.is_global_zero:
                 self.stop_event = event
         if not trainer.is_global_zero:
             return
@@ -296,7 +304,9 @@ class HealthMonitor(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self._off(trainer) or not trainer.is_global_zero or not self.history:
             return
-        image = actions.timeline_image(self.history, self.episodes, pl_module.iteration)
+        image = actions.timeline_image(
+            self.history, self.episodes, pl_module.iteration, self.warmup_iters
+        )
         save_and_log_image(image, self.plot_path, "plots/health", pl_module.iteration,
                            trainer.loggers)  # fmt: skip
 

@@ -129,10 +129,13 @@ def _finite(v: float) -> float | str:
 
 # --- the timeline -------------------------------------------------------------------------------
 def timeline_image(
-    history: list[tuple[int, dict[str, float]]], episodes: list[dict[str, Any]], end: int
+    history: list[tuple[int, dict[str, float]]],
+    episodes: list[dict[str, Any]],
+    end: int,
+    warmup: int = 0,
 ) -> np.ndarray:
     """Three panels over GAN iterations: D's accuracy and G's diversity; gradient norms; the
-    episodes as bars, one row per state."""
+    episodes as bars, one row per state (the warm-up, not diagnosed, shaded)."""
     from ganforge.callbacks.images import figure_image
 
     fig = Figure(figsize=(8, 6), dpi=100)
@@ -163,10 +166,15 @@ def timeline_image(
         ax_state.broken_barh(
             [(s, max(w, 1)) for s, w in spans], (row - 0.35, 0.7), color=COLORS[state]
         )
+    if warmup > 0:
+        ax_state.axvspan(0, min(warmup, end), color="0.92", zorder=0)
+    if not episodes:
+        ax_state.text(0.5, 0.5, "no state raised", transform=ax_state.transAxes, ha="center",
+                      va="center", fontsize=9, color="0.4")  # fmt: skip
     ax_state.set_yticks(range(len(STATES)), STATES, fontsize=7)
     ax_state.set_ylim(-0.6, len(STATES) - 0.4)
     ax_state.set_xlim(0, max(end, 1))
     ax_state.set_xlabel("GAN iteration")
     ax_state.grid(axis="x", alpha=0.3)
-    fig.suptitle("training health (bars: diagnosed states)", fontsize=9)
+    fig.suptitle("training health (bars: diagnosed states; grey: warm-up)", fontsize=9)
     return figure_image(fig)
