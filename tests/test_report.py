@@ -219,6 +219,22 @@ def assert_page_links_exist(out: Path) -> list[str]:
     return refs
 
 
+def test_plots_fit_the_scale_to_the_runs_that_did_not_diverge() -> None:
+    from matplotlib.figure import Figure
+
+    from ganforge.report.page import _fit_scale
+
+    healthy = [1.0, 1.2, 0.8, 1.1] * 5
+    ax = Figure().subplots()
+    assert _fit_scale(ax, {0: healthy, 1: [2.0, 0.5] * 10}) == ([], False)
+    ax = Figure().subplots()
+    assert _fit_scale(ax, {0: healthy, 1: [3e28, 1e29] * 10}) == ([1], False)
+    assert ax.get_ylim() == pytest.approx((0.76, 1.24))
+    ax = Figure().subplots()
+    assert _fit_scale(ax, {0: healthy, 1: [0.0] * 18 + [7e27, 1e29]}) == ([], True)
+    assert ax.get_ylim() == pytest.approx((-0.12, 1.32))
+
+
 def test_cut_off_row_is_dropped_only_while_a_run_writes(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("step,val/fid\n100,50.0\n200,4")

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on clusters
-import matplotlib.pyplot as plt
 from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ganforge.report.collect import Series, format_duration
@@ -32,7 +30,7 @@ from ganforge.report.table import (
     status_text,
 )
 
-COLORS = plt.get_cmap("tab10").colors
+COLORS = matplotlib.colormaps["tab10"].colors
 LOSSES = ("train/d_loss", "train/g_loss")
 
 
@@ -54,10 +52,12 @@ def group_curve(series: list[Series]) -> tuple[list[int], list[float], list[floa
 def plot_metric(table: Table, names: tuple[str, ...], path: Path) -> bool:
     """One panel per metric name: every group's mean (line) and seed spread (band), coloured as
     in the page's Groups table (which is the legend: labels can be long, and many)."""
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.2), squeeze=False)
+    # A bare Figure, as ganforge's other plots: headless, and pyplot's backend is left alone.
+    fig = Figure(figsize=(5.2 * len(names), 3.2))
+    axes = fig.subplots(1, len(names), squeeze=False)
     drawn = False
     for ax, name in zip(axes[0], names, strict=True):
-        non_finite, plotted = False, []
+        non_finite, plotted = False, {}
         for i, group in enumerate(table.groups):
             series = [r.run.metrics[name] for r in group.rows if name in r.run.metrics]
             non_finite |= any(not math.isfinite(v) for s in series for _, v in s)
@@ -70,20 +70,31 @@ def plot_metric(table: Table, names: tuple[str, ...], path: Path) -> bool:
             lo = [m - s for m, s in zip(means, stds, strict=True)]
             hi = [m + s for m, s in zip(means, stds, strict=True)]
             ax.fill_between(its, lo, hi, color=color, alpha=0.2, lw=0)
-            plotted.extend(means)
+            plotted[i] = [m + d for m, d in zip(means, stds, strict=True)] + [
+                m - d for m, d in zip(means, stds, strict=True)
+            ]
             drawn = True
         remarks = ["inf/NaN not drawn"] if non_finite else []
-        if _wide_range(ax, plotted):
-            remarks.append("symlog y")
+        off, spikes = _fit_scale(ax, plotted)
+        if spikes:
+            remarks.append("spikes cut")
+        for k, g in enumerate(off):  # named by colour, as the groups table is the legend
+            ax.text(
+                0.01 + 0.2 * k,
+                0.98,
+                "↑ off scale",
+                color=group_color(g),
+                fontsize=8,
+                transform=ax.transAxes,
+                va="top",
+            )
         ax.set_title(name + (f"  ({'; '.join(remarks)})" if remarks else ""), fontsize=10)
         ax.set_xlabel("GAN iteration")
         ax.grid(alpha=0.3)
     if not drawn:
-        plt.close(fig)
         return False
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return True
 
 
@@ -91,27 +102,42 @@ def group_color(i: int) -> tuple[float, float, float]:
     return COLORS[i % len(COLORS)]
 
 
-def _wide_range(ax: Any, values: list[float]) -> bool:
-    """A diverging run (losses of 1e29) would flatten every other curve to a line: when the
-    values span over three orders of magnitude around their median, use a symmetric log axis."""
-    magnitudes = sorted(abs(v) for v in values)
-    if len(magnitudes) < 4 or magnitudes[-1] == 0:
-        return False
-    median = magnitudes[len(magnitudes) // 2]
-    if magnitudes[-1] <= 1e3 * max(median, 1e-12):
-        return False
-    ax.set_yscale("symlog", linthresh=max(median, 1e-12))
-    return True
+def _fit_scale(ax: Any, curves: dict[int, list[float]]) -> tuple[list[int], bool]:
+    """Fit the y-axis to the bulk of the curves (keyed by group index) when a diverged run would
+    flatten every other curve to a line: groups sitting orders of magnitude above the others
+    (losses of 1e29) are left off the scale, and lone spikes are cut. Returns the groups left off
+    and whether spikes were cut, for the plot to say so."""
+    medians = {g: statistics.median(abs(v) for v in c) for g, c in curves.items() if c}
+    if not medians:
+        return [], False
+    ordered = sorted(medians.values())
+    ref = ordered[(len(ordered) - 1) // 2]  # the lower median: with 2 groups, the smaller
+    off = [g for g, m in medians.items() if m > 1e4 and m > 1e3 * max(ref, 1e-12)]
+    inside = sorted(v for g, c in curves.items() if g not in off for v in c)
+    if not inside:
+        return [], False
+    # Spikes: values over 1e3 times the 90th percentile of the magnitudes (and over 1e4).
+    q = sorted(abs(v) for v in inside)[int(0.9 * (len(inside) - 1))]
+    spikes = abs(inside[0]) > max(1e4, 1e3 * q) or abs(inside[-1]) > max(1e4, 1e3 * q)
+    if spikes:
+        inside = [v for v in inside if abs(v) <= 1e3 * q]
+    if not (off or spikes):
+        return [], False
+    lo, hi = inside[0], inside[-1]
+    pad = 0.1 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1
+    ax.set_ylim(lo - pad, hi + pad)
+    return off, spikes
 
 
-def plot_history(sweep: OptunaSweep, path: Path) -> bool:
+def plot_history(sweep: OptunaSweep, path: Path) -> None:
     numbers = [t.number for t in sweep.trials]
     values = [t.value for t in sweep.trials]
     best = sweep.best_so_far()
     finite = [
         (n, v) for n, v in zip(numbers, values, strict=True) if v is not None and math.isfinite(v)
     ]
-    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    fig = Figure(figsize=(5.6, 3.4))
+    ax = fig.subplots()
     if finite:
         ax.scatter(*zip(*finite, strict=True), color=COLORS[0], label="trial value", zorder=3)
     steps = [
@@ -131,20 +157,18 @@ def plot_history(sweep: OptunaSweep, path: Path) -> bool:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
 
 
 def plot_importances(importances: dict[str, float], path: Path) -> None:
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(5.6, 0.5 + 0.45 * len(names)))
+    fig = Figure(figsize=(5.6, 0.5 + 0.45 * len(names)))
+    ax = fig.subplots()
     ax.barh(names, [importances[n] for n in names], color=COLORS[0])
     ax.set_title("parameter importances", fontsize=10)
     ax.set_xlabel("importance (Optuna)")
     ax.set_xlim(0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 # --- html -----------------------------------------------------------------------------------------
