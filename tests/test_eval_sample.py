@@ -86,6 +86,47 @@ def test_a_checkpoint_cannot_name_arbitrary_code(smoke_ckpt: Path, tmp_path: Pat
         ckpt_mod.load_generator(evil)
 
 
+def test_check_resume_names_the_differing_settings(smoke_ckpt: Path) -> None:
+    from ganforge.models import dcgan, mlp
+
+    same = dict(z_dim=100, channels=1, image_size=28, base_width=8)
+    raw = ckpt_mod.check_resume(
+        smoke_ckpt,
+        dcgan.Generator(**same),
+        dcgan.Discriminator(channels=1, image_size=28, base_width=8),
+    )
+    assert raw["ganforge"]["iteration"] == 4 and "optimizer_states" in raw
+    with pytest.raises(CheckpointError, match=r"ckpt_path=.*base_width=8 \(checkpoint\) vs 16"):
+        ckpt_mod.check_resume(
+            smoke_ckpt,
+            dcgan.Generator(**{**same, "base_width": 16}),
+            dcgan.Discriminator(channels=1, image_size=28, base_width=8),
+        )
+    with pytest.raises(CheckpointError, match=r"dcgan\.Generator \(checkpoint\) vs .*mlp"):
+        ckpt_mod.check_resume(smoke_ckpt, mlp.Generator(dim=2), mlp.Discriminator(dim=2))
+
+
+def test_is_readable(smoke_ckpt: Path, tmp_path: Path) -> None:
+    (tmp_path / "half.ckpt").write_bytes(smoke_ckpt.read_bytes()[:5000])
+    assert ckpt_mod.is_readable(smoke_ckpt)
+    assert not ckpt_mod.is_readable(tmp_path / "half.ckpt")
+    assert not ckpt_mod.is_readable(tmp_path)
+    assert not ckpt_mod.is_readable(tmp_path / "missing.ckpt")
+
+
+def test_a_huge_record_is_refused_before_anything_is_allocated(
+    smoke_ckpt: Path, tmp_path: Path
+) -> None:
+    """base_width=65536 is within the per-argument bound, and building that DCGAN for real would
+    take hundreds of GB: the record is compared with the file's tensors on the meta device."""
+    ckpt = torch.load(smoke_ckpt, weights_only=True)
+    ckpt["ganforge"]["generator"]["init_args"]["base_width"] = 65536
+    huge = tmp_path / "huge.ckpt"
+    torch.save(ckpt, huge)
+    with pytest.raises(CheckpointError, match=r"G\.net\.0\.weight has shape .* needs"):
+        ckpt_mod.load(huge)
+
+
 def test_evaluation_callback_logs_toy_mode_coverage(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path,
