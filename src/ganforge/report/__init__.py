@@ -28,6 +28,7 @@ from ganforge.report.sweep import OptunaSweep, optuna_sweeps
 from ganforge.report.table import (
     Table,
     build_table,
+    check_ranking,
     fmt,
     fmt_stat,
     format_value,
@@ -105,6 +106,13 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
+def _check(opts: Options) -> None:
+    """The options' own values, before any run is read."""
+    check_ranking(opts.direction, opts.rank_by)
+    if not opts.stale_after > 0:
+        raise ConfigError(f"stale_after={opts.stale_after} must be a positive number of seconds")
+
+
 @dataclass
 class Report:
     out: Path
@@ -116,6 +124,7 @@ class Report:
 
 def report(opts: Options) -> Report:
     """Read the runs, build the table and write `report.md`, `report.json` and `index.html`."""
+    _check(opts)
     dirs = find_runs(opts.paths)
     out = opts.out or (opts.paths[0] / "report" if len(opts.paths) == 1 else Path("report"))
     # Checked before the runs are read (checkpoints included): a bad out= costs nothing.

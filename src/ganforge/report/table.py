@@ -192,10 +192,15 @@ def choose_metric(runs: list[Run], metric: str | None) -> str | None:
     return val[0] if val else None
 
 
+def check_ranking(direction: str | None, rank_by: str) -> None:
+    if direction not in (None, "minimize", "maximize"):
+        raise ConfigError(f"direction={direction} must be minimize or maximize")
+    if rank_by not in ("final", "best"):
+        raise ConfigError(f"rank_by={rank_by} must be final or best")
+
+
 def choose_direction(runs: list[Run], metric: str | None, direction: str | None) -> str:
     if direction is not None:
-        if direction not in ("minimize", "maximize"):
-            raise ConfigError(f"direction={direction} must be minimize or maximize")
         return direction
     if metric is None:
         return "minimize"
@@ -248,8 +253,7 @@ def build_table(
     direction: str | None = None,
     rank_by: str = "final",
 ) -> Table:
-    if rank_by not in ("final", "best"):
-        raise ConfigError(f"rank_by={rank_by} must be final or best")
+    check_ranking(direction, rank_by)
     metric = choose_metric(runs, metric)
     direction = choose_direction(runs, metric, direction)
     columns, values = differing(runs)
