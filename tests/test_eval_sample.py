@@ -89,18 +89,14 @@ def test_a_checkpoint_cannot_name_arbitrary_code(smoke_ckpt: Path, tmp_path: Pat
 def test_check_resume_names_the_differing_settings(smoke_ckpt: Path) -> None:
     from ganforge.models import dcgan, mlp
 
-    same = dict(z_dim=100, channels=1, image_size=28, base_width=8)
-    raw = ckpt_mod.check_resume(
-        smoke_ckpt,
-        dcgan.Generator(**same),
-        dcgan.Discriminator(channels=1, image_size=28, base_width=8),
-    )
+    same = dict(channels=1, image_size=28, base_width=8, n_classes=10)
+    raw = ckpt_mod.check_resume(smoke_ckpt, dcgan.Generator(**same), dcgan.Discriminator(**same))
     assert raw["ganforge"]["iteration"] == 4 and "optimizer_states" in raw
     with pytest.raises(CheckpointError, match=r"ckpt_path=.*base_width=8 \(checkpoint\) vs 16"):
         ckpt_mod.check_resume(
             smoke_ckpt,
             dcgan.Generator(**{**same, "base_width": 16}),
-            dcgan.Discriminator(channels=1, image_size=28, base_width=8),
+            dcgan.Discriminator(**same),
         )
     with pytest.raises(CheckpointError, match=r"dcgan\.Generator \(checkpoint\) vs .*mlp"):
         ckpt_mod.check_resume(smoke_ckpt, mlp.Generator(dim=2), mlp.Discriminator(dim=2))
