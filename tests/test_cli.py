@@ -50,3 +50,58 @@ def test_user_errors_are_one_clear_message(tmp_path: Path, overrides, expected) 
     assert expected in output
     assert "Traceback" not in output
     assert not (tmp_path / "checkpoints").exists()  # failed before anything was trained
+
+
+def test_progress_in_a_log_is_a_plain_line_every_five_percent(tmp_path: Path) -> None:
+    """Not a terminal (a log file, a SLURM job): `iteration N/M` lines every ~5 % of the run,
+    with it/s, time left and the losses, and no Lightning epoch bar."""
+    result = run_train(
+        tmp_path,
+        "data=toy_ring",
+        "model=mlp",
+        "model.hidden=16",
+        "callbacks=default",
+        "logger=none",
+        "train.max_iters=100",
+        "train.log_every=1",
+        "num_threads=1",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    lines = [line for line in output.splitlines() if "] - iteration " in line]
+    assert [line.split("] - iteration ")[1].split(" ")[0] for line in lines] == [
+        f"{i}/100" for i in range(5, 101, 5)
+    ]
+    assert "(50%)" in lines[9] and "it/s" in lines[9] and "left" in lines[9]
+    assert "d_loss" in lines[-1] and "g_loss" in lines[-1]
+    assert "Epoch" not in output
+
+
+def test_progress_line_and_interval() -> None:
+    from ganforge.callbacks.progress import format_line, plain_interval
+
+    assert plain_interval(2000, 10) == 100  # 5 % of the run, a multiple of log_every
+    assert plain_interval(50, 10) == 10
+    assert plain_interval(None, 10) == 100
+    metrics = {"train/d_loss": 1.23456, "train/g_loss": 0.5, "val/fid": 87.654, "x": 1.0}
+    assert format_line(1000, 2000, 4.0, metrics) == (
+        "iteration 1000/2000 (50%) | 4 it/s, 4:10 left | d_loss 1.235 g_loss 0.5 | val/fid 87.65"
+    )
+    assert format_line(7, None, None, {}) == "iteration 7"
+
+
+def test_progress_on_a_terminal_redraws_one_line() -> None:
+    import io
+
+    from conftest import quiet_trainer, toy_system
+    from ganforge.callbacks.progress import IterationProgress
+
+    stream = io.StringIO()
+    system, dm = toy_system(max_iters=5)
+    bar = IterationProgress(5, log_every=1, stream=stream, live=True)
+    quiet_trainer(callbacks=[bar], enable_progress_bar=True).fit(system, datamodule=dm)
+    text = stream.getvalue()
+    assert text.startswith("\riteration 1/5 (20%)")
+    assert "\riteration 5/5 (100%)" in text  # the final state, drawn at the end
+    assert text.endswith("\x1b[K\n")  # each draw clears the line's tail; the end moves on
+    assert text.count("\n") == 1  # one line, redrawn in place

@@ -4,8 +4,12 @@ order)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import compose_train
@@ -54,3 +58,29 @@ def test_resume_is_bit_exact(tmp_path: Path) -> None:
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     assert torch.equal(a["rng"]["numpy"]["keys"], b["rng"]["numpy"]["keys"])
     assert a["rng"]["python"] == b["rng"]["python"]
+
+
+def test_resume_auto_skips_an_unreadable_newest_last_ckpt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newest last.ckpt that cannot be read (a disk that filled up, a copy cut short) is
+    skipped with a warning, and the newest readable one is continued."""
+    logs = tmp_path / "logs"
+    runs = logs / "train" / "runs"
+    tiny = [*TINY, f"paths.log_dir={logs}", "train.max_iters=5"]
+    train(compose_train(runs / "2000-01-01_00-00-00", *tiny))
+    good = runs / "2000-01-01_00-00-00" / "checkpoints" / "last.ckpt"
+    broken = runs / "2000-01-02_00-00-00" / "checkpoints" / "last.ckpt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(good.read_bytes()[:4096])
+    later = time.time() + 10
+    os.utime(broken, (later, later))  # the newest by modification time
+    with caplog.at_level(logging.INFO, logger="ganforge"):
+        metrics = train(
+            compose_train(
+                runs / "2000-01-03_00-00-00", *tiny[:-1], "train.max_iters=7", "resume=auto"
+            )
+        )
+    assert f"resume=auto: skipping {broken}" in caplog.text
+    assert f"resume=auto: continuing {good}" in caplog.text
+    assert metrics["train/iterations"] == 7

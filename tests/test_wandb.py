@@ -1,6 +1,7 @@
 """Weights & Biases in offline mode (no account, no network): the run directory holds the
 resolved config, metrics and checkpoint artifact (in its .wandb records) and the sample images
-(files/media); a resumed run continues the same W&B run."""
+(files/media); a resumed run continues the same W&B run. The mode follows W&B's convention: the
+config's explicit `logger.wandb.mode`, else $WANDB_MODE, else online (which needs a login)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import compose_train
+from ganforge.errors import ConfigError
+from ganforge.preflight import check_loggers, wandb_mode
 from ganforge.train import train
 
 TINY = [
@@ -19,8 +23,7 @@ TINY = [
     "model.hidden=16",
     "model.depth=2",
     "debug=smoke",
-    "logger=wandb",
-    "logger.wandb.mode=offline",
+    "logger=wandb",  # mode null: $WANDB_MODE (offline in the test) decides
 ]
 
 
@@ -66,3 +69,29 @@ def test_wandb_offline_run_holds_config_metrics_images_and_resume_continues_it(
     train(compose_train(tmp_path / "b", *TINY, "train.max_iters=6", f"ckpt_path={ckpt}"))
     (resumed,) = offline_runs(tmp_path / "b")
     assert resumed.name.endswith(run_id)  # the same W&B run, continued
+
+
+def test_wandb_mode_follows_the_config_then_wandb_mode_then_online(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode(OmegaConf.create({"mode": None})) == "offline"
+    assert wandb_mode(OmegaConf.create({"mode": "disabled"})) == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
+    assert wandb_mode(OmegaConf.create({"mode": None})) == "online"
+
+
+def test_online_wandb_without_a_login_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with pytest.raises(ConfigError, match=r"needs a W&B login.*wandb login.*mode=offline"):
+        train(compose_train(tmp_path, *TINY))
+    assert not (tmp_path / "checkpoints").exists()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # with a key, the check lets it through
+    check_loggers(compose_train(tmp_path, *TINY))
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # or offline, with no key
+    check_loggers(compose_train(tmp_path, *TINY))
