@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,36 @@ def test_a_huge_record_is_refused_before_anything_is_allocated(
     torch.save(ckpt, huge)
     with pytest.raises(CheckpointError, match=r"G\.net\.0\.weight has shape .* needs"):
         ckpt_mod.load(huge)
+
+
+def test_a_long_evaluation_logs_progress_with_an_estimate(monkeypatch, caplog) -> None:
+    from ganforge import evaluation
+
+    clock = iter(range(0, 1000, 6))  # every batch takes 6 "seconds"
+    monkeypatch.setattr(evaluation.time, "monotonic", lambda: next(clock))
+    batches = (torch.zeros(10, 1) for _ in range(10))
+    with caplog.at_level("INFO", logger="ganforge"):
+        assert len(list(evaluation._with_progress(batches, 100))) == 10
+    lines = [r.getMessage() for r in caplog.records]
+    # Quiet for the first 10 s, then every tenth, with the time left; not at the end.
+    assert lines[0] == "evaluation: 20/100 generated samples (12 s, about 48 s left)"
+    assert lines[-1].startswith("evaluation: 90/100") and len(lines) == 8
+
+
+def test_absurd_evaluation_settings_are_refused_up_front() -> None:
+    from ganforge.evaluation import Evaluator
+
+    for kwargs, message in [
+        ({"n_samples": "abc"}, "metrics.n_samples='abc'"),
+        ({"n_samples": 10**9}, "metrics.n_samples=1000000000 is more than"),
+        ({"batch_size": 0}, "metrics.batch_size=0"),
+        ({"names": "fid"}, "metrics.names='fid' must be a list"),
+        ({"reference_split": "val"}, "metrics.reference_split='val'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Evaluator(**kwargs)
+    with pytest.raises(ConfigError, match=re.escape("callbacks.evaluation.evaluator.seed=-1")):
+        Evaluator(seed=-1, key="callbacks.evaluation.evaluator")
 
 
 def test_evaluation_callback_logs_toy_mode_coverage(tmp_path: Path) -> None:
