@@ -167,8 +167,8 @@ def test_evaluation_callback_logs_toy_mode_coverage(tmp_path: Path) -> None:
     lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     logged = [row.split(",") for row in lines[1:]]
-    col = header.index("val/modes_captured")
-    assert [r[0] for r in logged if r[col]] == ["10", "20"]  # against iterations
+    col, step = header.index("val/modes_captured"), header.index("step")
+    assert [r[step] for r in logged if r[col]] == ["10", "20"]  # against iterations
 
 
 @needs_weights
