@@ -29,7 +29,7 @@ The rules (the README's Troubleshooting section explains each and its remedies):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganforge.errors import ConfigError, check_int, check_positive
@@ -93,7 +93,6 @@ class _Track:
     active: bool = False
     streak: int = 0  # consecutive checks that disagree with `active`
     since: int = 0
-    evidence: dict[str, float] = field(default_factory=dict)
 
 
 class Diagnoser:
@@ -249,8 +248,6 @@ class Diagnoser:
             holds = evidence is not None
             if holds == track.active:
                 track.streak = 0
-                if holds:
-                    track.evidence = evidence or track.evidence
                 continue
             if track.streak == 0:
                 track.since = iteration
