@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ganforge import checkpoint
-from ganforge.cli import report_user_errors
+from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.data.base import InMemoryDataModule
 from ganforge.errors import CheckpointError, ConfigError, check_bool
 from ganforge.evaluation import Evaluator
@@ -255,7 +255,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    # In a -m sweep (e.g. over checkpoints) a job's user error is logged and the sweep goes on.
+    run_hydra_main(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ganforge import checkpoint
 from ganforge.callbacks.images import image_grid
 from ganforge.callbacks.samples import scatter_image
-from ganforge.cli import report_user_errors
+from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
 from ganforge.metrics.inception import atomic_write_bytes
 from ganforge.outputs import writable_file
@@ -155,7 +155,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    # In a -m sweep (e.g. over checkpoints) a job's user error is logged and the sweep goes on.
+    run_hydra_main(_hydra_main)
 
 
 if __name__ == "__main__":
