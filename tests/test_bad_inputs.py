@@ -608,3 +608,22 @@ def test_driver_agrees_with_separate_processes(
         assert message(output, case_dir) == message(
             outcome[case.id]["output"], outcome[case.id]["dir"]
         )
+
+
+@pytest.mark.slow
+def test_a_sample_sweep_reports_each_bad_job_and_goes_on(
+    ckpts: dict[str, Path], tmp_path: Path
+) -> None:
+    args = [f"ckpt={ckpts['ring']}", "n=abc,4", f"out={tmp_path}/grid.png"]
+    proc = subprocess.run(
+        [str(BIN / "ganforge-sample"), "-m", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output, output[-3000:]
+    assert "ConfigError: n='abc' must be a positive integer" in output
+    assert "1 job(s) stopped on a user error" in output
+    assert (tmp_path / "grid.png").is_file()  # the good job ran after the bad one

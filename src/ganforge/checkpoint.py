@@ -209,11 +209,13 @@ def check_resume(
         ("generator", ckpt.generator, generator),
         ("discriminator", ckpt.discriminator, discriminator),
     ):
-        this = f"{type(built).__module__}.{type(built).__qualname__}"
-        if spec.class_path != this:
-            differences.append(f"{which} {spec.class_path} (checkpoint) vs {this} (this run)")
+        this = describe_network(built)
+        if spec.class_path != this["class"]:
+            differences.append(
+                f"{which} {spec.class_path} (checkpoint) vs {this['class']} (this run)"
+            )
             continue
-        args = dict(getattr(built, "init_args", {}))
+        args = this["init_args"]
         for arg in sorted(set(spec.init_args) | set(args)):
             theirs, ours = spec.init_args.get(arg), args.get(arg)
             if theirs != ours:
@@ -226,6 +228,13 @@ def check_resume(
             "run without ckpt_path"
         )
     return ckpt.raw
+
+
+def describe_network(module: nn.Module) -> dict[str, Any]:
+    """A network as the record stores it: its class path and constructor arguments (kept by
+    `models.layers.records_init_args`), enough for `load` to rebuild it without any config."""
+    cls = type(module)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(module.init_args)}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
