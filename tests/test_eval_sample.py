@@ -154,6 +154,74 @@ def test_absurd_evaluation_settings_are_refused_up_front() -> None:
         Evaluator(seed=-1, key="callbacks.evaluation.evaluator")
 
 
+@pytest.fixture(scope="module")
+def ring_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ring")
+    train(
+        compose_train(
+            out,
+            "data=toy_ring",
+            "model=mlp",
+            "model.hidden=16",
+            "model.depth=2",
+            "train.max_iters=4",
+            "callbacks=default",
+            "logger=none",
+        )
+    )
+    return out / "checkpoints" / "last.ckpt"
+
+
+def crafted(ckpt: Path, tmp_path: Path, **meta) -> ckpt_mod.Checkpoint:
+    raw = torch.load(ckpt, weights_only=True)
+    raw["ganforge"]["meta"].update(meta)
+    torch.save(raw, tmp_path / "x.ckpt")
+    return ckpt_mod.load(tmp_path / "x.ckpt")
+
+
+def test_reference_data_takes_the_checkpoints_plain_settings_but_never_its_paths(
+    ring_ckpt: Path, tmp_path: Path
+) -> None:
+    from ganforge.eval import reference_datamodule
+
+    cfg = OmegaConf.create({"data": {"root": None}, "paths": {"data_dir": str(tmp_path / "d")}})
+    ring = ckpt_mod.load(ring_ckpt)
+    stored = dict(ring.meta["data_args"], n_modes=6, radius=3.0)
+    dm = reference_datamodule(crafted(ring_ckpt, tmp_path, data_args=stored), cfg)
+    # n_modes and radius from the run; n_classes re-derived from them (the stored 8 is not used).
+    assert dm.n_classes == 6 and dm.modes.norm(dim=1).allclose(torch.tensor(3.0))
+    assert dm.batch_size == 2  # the loader's settings are eval's, not the run's
+    cifar = crafted(
+        ring_ckpt,
+        tmp_path,
+        data="cifar10",
+        data_args={"root": "/somewhere/else", "n_samples": 100, "download": False},
+    )
+    dm = reference_datamodule(cifar, cfg)
+    assert (dm.root, dm.n_samples, dm.download) == (str(tmp_path / "d"), 100, False)
+    cfg.data.root = str(tmp_path / "mine")  # data.root= on the command line
+    assert reference_datamodule(cifar, cfg).root == str(tmp_path / "mine")
+    # data=NAME picks a config outright: the checkpoint's settings are not used.
+    chosen = OmegaConf.load(config_dir() / "data" / "cifar10.yaml")
+    cfg.data = OmegaConf.merge(chosen, {"root": str(tmp_path / "mine")})
+    assert reference_datamodule(cifar, cfg).n_samples is None
+
+
+def test_writable_file_creates_the_folder_or_says_why_not(tmp_path: Path) -> None:
+    from ganforge.outputs import writable_file
+
+    out = writable_file("out", tmp_path / "new" / "deeper" / "r.json")
+    assert out.parent.is_dir() and list(out.parent.iterdir()) == []  # the probe is gone
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        writable_file("out", tmp_path / "file" / "r.json")
+    with pytest.raises(ConfigError, match="is a directory"):
+        writable_file("out", tmp_path)
+    with pytest.raises(ConfigError, match="overwrite=true"):
+        writable_file("out", tmp_path / "file", overwrite=False)
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_evaluation_callback_logs_toy_mode_coverage(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path,
