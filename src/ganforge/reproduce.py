@@ -370,7 +370,9 @@ def summarize(
         done = [j for j in runs if j.result]
         paper_iters = OmegaConf.select(variant.cfg, "paper.iterations")
         protocol = protocol_of(variant.cfg) or {}
-        names = list(variant.paper) or sorted({m for j in done for m in j.result["metrics"]})
+        # The paper's metrics first (measured or not), then what ganforge measured besides.
+        measured = sorted({m for j in done for m in j.result["metrics"]} - set(variant.paper))
+        names = [*variant.paper, *measured]
         for name in names:
             values = [
                 (j.seed, j.result["metrics"][name]) for j in done if name in j.result["metrics"]
