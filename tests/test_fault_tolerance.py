@@ -5,6 +5,7 @@ skipped, a bounded number of times."""
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import signal
@@ -50,8 +51,8 @@ def wait_for_rows(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        for csv in set(log_dir.glob("train/runs/*/csv/metrics.csv")) - (skip or set()):
-            if len(csv.read_text().splitlines()) > rows:
+        for metrics_file in set(log_dir.glob("train/runs/*/csv/metrics.csv")) - (skip or set()):
+            if len(metrics_file.read_text().splitlines()) > rows:
                 return
         time.sleep(0.2)
     proc.kill()
@@ -221,8 +222,9 @@ def test_diverging_run_with_nan_policy_skip_ends_with_the_nan_error(tmp_path: Pa
     assert proc.returncode == 2, out[-3000:]
     assert "NonFiniteLossError" in out and "system.max_consecutive_skips=10" in out
     assert "Traceback" not in out
-    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
-    logged = [int(float(line.split(",")[0])) for line in rows[1:]]
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    logged = [int(row["step"]) for row in rows]
     assert max(logged) < 50  # stopped early, at the divergence
     assert len(rows) < 50  # not a row per retry, forever
 
