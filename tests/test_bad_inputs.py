@@ -48,7 +48,7 @@ Setup = Callable[[Path, dict[str, Path]], None]
 class Case:
     id: str
     command: str  # ganforge-train | ganforge-eval | ganforge-sample
-    args: list[str]  # may say {case} (this case's folder), {ring} / {dcgan} (real checkpoints)
+    args: list[str]  # may say {case} (this case's folder), {ring} / {dcgan} / {cifar} (checkpoints)
     expect: list[str]  # all of these in the one error line (the key or file, the fix)
     setup: Setup | None = None  # writes this case's files into {case} first
     env: dict[str, str] = field(default_factory=dict)
@@ -77,11 +77,12 @@ def write(name: str, data: bytes) -> Setup:
     return setup
 
 
-def from_ring(edit: Callable[[dict[str, Any], Path], Any]) -> Setup:
-    """{case}/x.ckpt: the real toy-ring checkpoint, edited by `edit(checkpoint, case)`."""
+def from_ring(edit: Callable[[dict[str, Any], Path], Any], base: str = "ring") -> Setup:
+    """{case}/x.ckpt: a real checkpoint (the toy ring's by default), edited by
+    `edit(checkpoint, case)`."""
 
     def setup(case: Path, ckpts: dict[str, Path]) -> None:
-        raw = copy.deepcopy(torch.load(ckpts["ring"], weights_only=True))
+        raw = copy.deepcopy(torch.load(ckpts[base], weights_only=True))
         edit(raw, case)
         torch.save(raw, case / "x.ckpt")
 
@@ -269,22 +270,27 @@ CASES = [
     ),
     evaluate(
         "data-cifar-missing",
-        ["ckpt={ring}", "data=cifar10", "data.root={case}/nothing", "data.download=false"],
+        ["ckpt={cifar}", "data.root={case}/nothing"],  # download=false: the checkpoint's
         ["data.root={case}/nothing", "data.download=false"],
     ),
     evaluate(
         "data-mnist-missing",
-        ["ckpt={ring}", "data=mnist", "data.root={case}/nothing", "data.download=false"],
+        ["ckpt={dcgan}", "data=mnist", "data.root={case}/nothing", "data.download=false"],
         ["data.root={case}/nothing"],
     ),
     evaluate(
         "data-cifar-corrupt-batch",
-        ["ckpt={ring}", "data=cifar10", "data.root={case}/c", "data.download=false"],
+        ["ckpt={cifar}", "data=cifar10", "data.root={case}/c", "data.download=false"],
         ["data_batch_1", "not a CIFAR-10 pickle batch"],
         both(
             lambda case, ckpts: write_cifar(case / "c", 4),
             write("c/cifar-10-batches-py/data_batch_1", b"garbage"),
         ),
+    ),
+    evaluate(
+        "data-shape-mismatch",
+        ["ckpt={ring}", "data=mnist5k"],
+        ["ckpt={ring}", "draws samples of shape (2,)", "data=mnist5k", "data=toy_ring"],
     ),
     evaluate(
         "ckpt-unknown-dataset",
@@ -422,7 +428,8 @@ PAYLOADS: dict[str, tuple[Setup, set[str]]] = {
             from_ring(
                 lambda raw, case: raw["ganforge"]["meta"].update(
                     data="cifar10", data_args={"root": str(case / "evil"), "download": False}
-                )
+                ),
+                base="cifar",
             ),
         ),
         {"eval"},
@@ -453,7 +460,7 @@ SECURITY = [
 CASES += [
     evaluate(
         "data-root-of-malicious-pickles",
-        ["ckpt={ring}", "data=cifar10", "data.root={case}/evil", "data.download=false"],
+        ["ckpt={cifar}", "data=cifar10", "data.root={case}/evil", "data.download=false"],
         ["data_batch_1", "never holds"],
         lambda case, ckpts: evil_cifar(case / "evil", case / "marker"),
         env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
@@ -489,10 +496,30 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     train(compose_train(ring, *RING))
     dcgan = tmp_path_factory.mktemp("dcgan")
     train(compose_train(dcgan, "debug=smoke", "model.base_width=8", "logger=none"))
-    return {
-        "ring": ring / "checkpoints" / "last.ckpt",
-        "dcgan": dcgan / "checkpoints" / "last.ckpt",
+    found = {"ring": ring, "dcgan": dcgan, "cifar": tmp_path_factory.mktemp("cifar")}
+    found = {name: run / "checkpoints" / "last.ckpt" for name, run in found.items()}
+    cifar_shaped(found["dcgan"], found["cifar"])
+    return found
+
+
+def cifar_shaped(dcgan_ckpt: Path, out: Path) -> None:
+    """The DCGAN checkpoint with networks for CIFAR-10's 3x32x32 images and its record naming
+    cifar10 (untrained: ganforge-eval only reads the record and the weights)."""
+    from ganforge.checkpoint import D_PREFIX, G_EMA_PREFIX, G_PREFIX, describe_network
+    from ganforge.models import dcgan
+
+    raw = torch.load(dcgan_ckpt, weights_only=True)
+    shape = dict(channels=3, image_size=32, base_width=8, n_classes=10)
+    G, D = dcgan.Generator(**shape), dcgan.Discriminator(**shape)
+    raw["ganforge"].update(generator=describe_network(G), discriminator=describe_network(D))
+    raw["ganforge"]["meta"].update(data="cifar10", data_args={"download": False})
+    raw["state_dict"] = {
+        **{G_PREFIX + k: v for k, v in G.state_dict().items()},
+        **{G_EMA_PREFIX + k: v for k, v in G.state_dict().items()},
+        **{D_PREFIX + k: v for k, v in D.state_dict().items()},
     }
+    out.parent.mkdir(parents=True)
+    torch.save(raw, out)
 
 
 @pytest.fixture(scope="module")

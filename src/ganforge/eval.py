@@ -11,6 +11,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -52,13 +53,14 @@ def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemo
     that change which images are the data (e.g. `n_samples`, `holdout`, `seed`) — checked as plain
     numbers, strings and booleans against that config's keys, and never a path (those come from
     this machine's `paths.*` or `data.root=`) — then the command line's `data.*`.
-    Nothing from the checkpoint passes through OmegaConf (no interpolation) or `instantiate`.
+    Nothing from the checkpoint reaches `instantiate`, and only values checked to be plain data
+    without `${` reach OmegaConf (so nothing is interpolated).
     """
     user = OmegaConf.to_container(cfg.get("data") or OmegaConf.create({}), resolve=True)
     assert isinstance(user, dict)
     chosen = "_target_" in user  # `data=NAME` merged the whole option into cfg.data
     if chosen:
-        name = user.get("name")
+        name = _chosen_option(user)
     else:
         name = ckpt.meta.get("data")
         if not isinstance(name, str) or name not in data_options():
@@ -97,6 +99,15 @@ def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemo
         if stored and not given:
             raise CheckpointError(f"{ckpt.where}: its data arguments are invalid ({err})") from None
         raise
+
+
+def _chosen_option(user: dict[str, Any]) -> str:
+    """The conf/data option the command line picked with data=NAME."""
+    name = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    name = name or user.get("name")
+    if name not in data_options():
+        raise ConfigError(f"data={name} is not one of ganforge's datasets {data_options()}")
+    return str(name)
 
 
 def _stored_data_args(
@@ -166,6 +177,35 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+@torch.no_grad()
+def _check_fits(
+    generator: torch.nn.Module,
+    datamodule: InMemoryDataModule,
+    ckpt: checkpoint.Checkpoint,
+    device: torch.device,
+) -> None:
+    """One sample drawn up front: a generator of 2-D points scored against images (or images of
+    another shape) would otherwise fail, or mean nothing, after the reference statistics."""
+    z = torch.zeros(1, generator.z_dim, device=device)
+    n_classes = getattr(generator, "n_classes", None)
+    x = (
+        generator(z)
+        if not n_classes
+        else generator(z, torch.zeros(1, dtype=torch.long, device=device))
+    )
+    if datamodule.is_image:
+        size = datamodule.image_size
+        want: tuple[int | None, ...] = (datamodule.channels, size, size)
+    else:
+        want = (datamodule.real_samples(1).shape[1],)
+    if tuple(x.shape[1:]) != want:
+        raise ConfigError(
+            f"{ckpt.where} draws samples of shape {tuple(x.shape[1:])} but data={datamodule.name} "
+            f"holds {want}; pick the reference data the generator was trained on with data=NAME "
+            f"(it was trained on data={ckpt.meta.get('data')})"
+        )
+
+
 def resolve_device(device: Any) -> torch.device:
     """`device=auto|cpu|cuda|cuda:N`, checked against this machine before anything is computed."""
     if device == "auto":
@@ -202,6 +242,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     generator, used_ema = ckpt.build_generator(ema=cfg.ema)
     generator.to(device)
     datamodule = reference_datamodule(ckpt, cfg)
+    _check_fits(generator, datamodule, ckpt, device)
     out = writable_file("out", cfg.out or ckpt.path.with_suffix(".eval.json"))
     # Find (or download) the dataset's files now: cheap, and a missing dataset is then known
     # before the Inception weights are built and any sample is generated.
