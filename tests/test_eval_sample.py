@@ -201,6 +201,10 @@ def test_reference_data_takes_the_checkpoints_plain_settings_but_never_its_paths
     assert (dm.root, dm.n_samples, dm.download) == (str(tmp_path / "d"), 100, False)
     cfg.data.root = str(tmp_path / "mine")  # data.root= on the command line
     assert reference_datamodule(cifar, cfg).root == str(tmp_path / "mine")
+    # The record load_generator returns serves as well (notebooks/checkpoint_explorer.ipynb).
+    _, record, _ = ckpt_mod.load_generator(tmp_path / "x.ckpt")
+    where = OmegaConf.create({"ckpt": str(tmp_path / "x.ckpt"), "paths": cfg.paths})
+    assert reference_datamodule(record, where).n_samples == 100
     # data=NAME picks a config outright: the checkpoint's settings are not used.
     chosen = OmegaConf.load(config_dir() / "data" / "cifar10.yaml")
     cfg.data = OmegaConf.merge(chosen, {"root": str(tmp_path / "mine")})

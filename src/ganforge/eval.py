@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import torch
@@ -44,8 +44,20 @@ def data_options() -> list[str]:
     return sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
 
 
-def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemoryDataModule:
+class _Source(NamedTuple):
+    """What the reference data needs of a checkpoint: its record's meta and how to name it."""
+
+    meta: dict[str, Any]
+    where: str
+
+
+def reference_datamodule(
+    ckpt: checkpoint.Checkpoint | dict[str, Any], cfg: DictConfig
+) -> InMemoryDataModule:
     """The reference data: the user's, never a path or a loader input read from the checkpoint.
+
+    `ckpt` is a loaded `checkpoint.Checkpoint`, or the record `checkpoint.load_generator`
+    returns (`cfg.ckpt` then names the file in messages).
 
     `data=NAME` on the command line picks `conf/data/NAME.yaml` outright (with any `data.*`
     overrides). Without it, the dataset the checkpoint was trained on: its name looked up among
@@ -56,16 +68,23 @@ def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemo
     Nothing from the checkpoint reaches `instantiate`, and only values checked to be plain data
     without `${` reach OmegaConf (so nothing is interpolated).
     """
+    if isinstance(ckpt, dict):
+        meta = ckpt.get("meta", {})
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"ckpt={cfg.get('ckpt')}: the record's meta is not a mapping")
+        source = _Source(meta, f"ckpt={cfg.get('ckpt')}")
+    else:
+        source = _Source(ckpt.meta, ckpt.where)
     user = OmegaConf.to_container(cfg.get("data") or OmegaConf.create({}), resolve=True)
     assert isinstance(user, dict)
     chosen = "_target_" in user  # `data=NAME` merged the whole option into cfg.data
     if chosen:
         name = _chosen_option(user)
     else:
-        name = ckpt.meta.get("data")
+        name = source.meta.get("data")
         if not isinstance(name, str) or name not in data_options():
             raise CheckpointError(
-                f"{ckpt.where} was trained on data={_short(name)}, which is not one of "
+                f"{source.where} was trained on data={_short(name)}, which is not one of "
                 f"ganforge's datasets {data_options()}; pick the reference data with data=NAME "
                 "(and data.root=PATH)"
             )
@@ -77,8 +96,8 @@ def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemo
     # this machine's or recomputed, never the checkpoint's.
     derived = {k for k, v in raw.items() if isinstance(v, str) and "${" in v}
     stored: dict[str, Any] = {}
-    if not chosen and name == ckpt.meta.get("data"):
-        stored = _stored_data_args(ckpt, raw, derived | LOADER_KEYS | {"name"})
+    if not chosen and name == source.meta.get("data"):
+        stored = _stored_data_args(source, raw, derived | LOADER_KEYS | {"name"})
     for key in user:
         if key not in raw and user[key] is not None:
             raise ConfigError(
@@ -97,7 +116,9 @@ def reference_datamodule(ckpt: checkpoint.Checkpoint, cfg: DictConfig) -> InMemo
         return get_class(target)(**kwargs)
     except ConfigError as err:
         if stored and not given:
-            raise CheckpointError(f"{ckpt.where}: its data arguments are invalid ({err})") from None
+            raise CheckpointError(
+                f"{source.where}: its data arguments are invalid ({err})"
+            ) from None
         raise
 
 
@@ -111,23 +132,23 @@ def _chosen_option(user: dict[str, Any]) -> str:
 
 
 def _stored_data_args(
-    ckpt: checkpoint.Checkpoint, defaults: dict[str, Any], excluded: set[str]
+    source: _Source, defaults: dict[str, Any], excluded: set[str]
 ) -> dict[str, Any]:
     """The checkpoint's data arguments that may stand in for the config's defaults."""
-    stored = ckpt.meta.get("data_args", {})
+    stored = source.meta.get("data_args", {})
     if not isinstance(stored, dict):
-        raise CheckpointError(f"{ckpt.where}: the record's meta.data_args is not a mapping")
+        raise CheckpointError(f"{source.where}: the record's meta.data_args is not a mapping")
     taken = {}
     for key, value in stored.items():
         if isinstance(key, str) and key.startswith("_"):
             # ganforge-train stores no `_target_` (or any Hydra key): one here is crafted.
             raise CheckpointError(
-                f"{ckpt.where}: meta.data_args has {key!r}, which ganforge never stores and "
+                f"{source.where}: meta.data_args has {key!r}, which ganforge never stores and "
                 "which would name code to run: refused. Use a checkpoint from a source you trust"
             )
         if not isinstance(key, str) or key not in defaults:
             raise CheckpointError(
-                f"{ckpt.where}: meta.data_args has {_short(key)}, which data={defaults['name']} "
+                f"{source.where}: meta.data_args has {_short(key)}, which data={defaults['name']} "
                 "does not take; the file is damaged or not from this ganforge. Pick the reference "
                 "data yourself with data=NAME"
             )
@@ -136,7 +157,7 @@ def _stored_data_args(
         problem = _data_value_problem(value, defaults[key])
         if problem:
             raise CheckpointError(
-                f"{ckpt.where}: meta.data_args.{key}={_short(value)} {problem}; the file is "
+                f"{source.where}: meta.data_args.{key}={_short(value)} {problem}; the file is "
                 "damaged or crafted. Pick the reference data yourself with data=NAME"
             )
         taken[key] = value
