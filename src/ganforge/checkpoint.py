@@ -118,7 +118,7 @@ class Checkpoint:
             if bad is not None:
                 raise CheckpointError(
                     f"{self.where}: the {NAMES[which]} has non-finite weights "
-                    f"(NaN or inf in {PREFIXES[which]}{bad}), so it cannot draw samples; the run "
+                    f"(NaN or inf in {PREFIXES[which]}{bad}), so all it computes is NaN; the run "
                     "had diverged by this save: use an earlier checkpoint of it "
                     "(checkpoints/iter_*.ckpt)"
                 )
