@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
-from ganforge.errors import ConfigError, NonFiniteLossError
+from ganforge.errors import ConfigError, NonFiniteLossError, check_int
 from ganforge.losses import GANLoss
-from ganforge.models.layers import CONDITIONAL
+from ganforge.models.layers import check_conditional
 from ganforge.regularizers import gradient_penalty, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -82,17 +82,20 @@ class GANSystem(L.LightningModule):
         max_consecutive_skips: int = 10,
     ) -> None:
         super().__init__()
-        _check_positive(n_critic=n_critic, log_every=log_every, n_fixed=n_fixed)
-        _check_positive(r1_interval=r1_interval)
+        counts = dict(n_critic=n_critic, log_every=log_every, n_fixed=n_fixed)
+        counts |= dict(r1_interval=r1_interval, max_skips=max_skips)
+        counts["max_consecutive_skips"] = max_consecutive_skips
         if max_iters is not None:
-            _check_positive(max_iters=max_iters)
+            counts["max_iters"] = max_iters
+        for key, value in counts.items():
+            check_int(f"system.{key}", value)
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"system.ema_decay={ema_decay} must be in (0, 1), or null to disable")
-        _check_conditional(discriminator, conditional, n_classes)
+        n_classes = check_conditional(conditional, n_classes)
+        _check_discriminator_conditional(discriminator, conditional)
         _check_lr_decay(lr_decay, decay_start, max_iters)
         if nan_policy not in ("stop", "skip"):
             raise ConfigError(f"system.nan_policy={nan_policy!r} must be 'stop' or 'skip'")
-        _check_positive(max_skips=max_skips, max_consecutive_skips=max_consecutive_skips)
         # Modules and factories are not hyperparameters: pickling them into the checkpoint would
         # break weights_only loading. Their descriptions are saved in on_save_checkpoint instead.
         self.save_hyperparameters(
@@ -102,7 +105,7 @@ class GANSystem(L.LightningModule):
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.n_critic, self.max_iters = n_critic, max_iters
-        self.n_classes = None if conditional == "none" else n_classes
+        self.n_classes = n_classes
         self.augment_policy = parse_policy(diffaugment)
         # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
         self.pack: int = getattr(discriminator, "pack", 1)
@@ -130,9 +133,6 @@ class GANSystem(L.LightningModule):
     @property
     def z_dim(self) -> int:
         return self.G.z_dim
-
-    def sample_z(self, n: int) -> Tensor:
-        return torch.randn(n, self.z_dim, device=self.fixed_z.device)
 
     def training_noise(self, n: int) -> tuple[Tensor, Tensor | None]:
         """Latents (and labels, if conditional) for this rank's n fakes of one update.
@@ -464,14 +464,7 @@ def linear_decay(start: int, end: int) -> Callable[[int], float]:
     return factor
 
 
-def _check_conditional(discriminator: nn.Module, conditional: str, n_classes: int | None) -> None:
-    if conditional not in CONDITIONAL:
-        raise ConfigError(f"model.conditional={conditional!r} must be one of {list(CONDITIONAL)}")
-    if conditional != "none" and n_classes is None:
-        raise ConfigError(
-            f"model.conditional={conditional} needs a labelled dataset, but data.n_classes is "
-            "null; pick a dataset with labels or set model.conditional=none"
-        )
+def _check_discriminator_conditional(discriminator: nn.Module, conditional: str) -> None:
     built_as = getattr(discriminator, "conditional", "none")
     if built_as != conditional:
         raise ConfigError(
@@ -504,9 +497,3 @@ def ema_decay_at(decay: float, iteration: int, start: int) -> float:
         return 0.0
     n = iteration - start
     return min(decay, (1 + n) / (10 + n))
-
-
-def _check_positive(**values: int) -> None:
-    for key, value in values.items():
-        if not (isinstance(value, int) and value >= 1):
-            raise ConfigError(f"system.{key}={value} must be a positive integer")
