@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganforge import checkpoint
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.metrics.toy2d import mode_stats
 from ganforge.train import build, config_dir
 
@@ -215,15 +215,23 @@ def resume_point(folder: Path) -> Path | None:
     """The newest readable checkpoint of an interrupted run (a kill can leave last.ckpt cut
     short; an iter_*.ckpt then still holds an earlier state), or None."""
     ckpts = folder / "checkpoints"
-    found = [ckpts / "last.ckpt", *sorted(ckpts.glob("iter_*.ckpt"), reverse=True)]
-    readable = [p for p in found if p.is_file() and checkpoint.is_readable(p)]
-    return max(readable, key=lambda p: checkpoint.load(p).iteration) if readable else None
+    best: tuple[int, Path] | None = None
+    for path in [ckpts / "last.ckpt", *sorted(ckpts.glob("iter_*.ckpt"), reverse=True)]:
+        if not path.is_file():
+            continue
+        try:
+            iteration = checkpoint.load(path).iteration
+        except CheckpointError:
+            continue
+        if best is None or iteration > best[0]:
+            best = (iteration, path)
+    return best[1] if best else None
 
 
 def train_command(
     opts: Options, variant: Variant, iterations: int, seed: int, folder: Path, threads: int
 ) -> list[str]:
-    every = variant.cfg.callbacks.get("checkpoint") or {}
+    every = OmegaConf.select(variant.cfg, "callbacks.checkpoint") or {}
     # A checkpoint at least every tenth of the run, so an interrupted run loses little.
     ckpt_every = max(1, min(int(every.get("every_n_iters") or iterations), iterations // 10 or 1))
     command = [
