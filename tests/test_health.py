@@ -80,6 +80,7 @@ def test_d_overpowering_with_a_very_high_lr_d(tmp_path: Path) -> None:
     [over] = episodes_of(run(tmp_path, *overrides), "d_overpowering")
     check_window(over, (100, 125))
     assert min(over["evidence"]["d_acc_real"], over["evidence"]["d_acc_fake"]) >= 0.95
+    assert over["evidence"]["d_gap"] >= 0.9  # D(x) - D(G(z)), probabilities
     assert "g_grad_norm" in over["evidence"]
 
 
@@ -226,9 +227,9 @@ def test_probe_on_dcgan_images(tmp_path: Path) -> None:
 
 # --- the rules -----------------------------------------------------------------------------------
 def probe(**values: float) -> dict[str, float]:
-    healthy = dict(d_acc_real=0.7, d_acc_fake=0.7, d_fake=0.4, diversity=0.9, fake_distance=0.9,
-                   real_distance=1.0, g_grad_norm=1.0, d_grad_norm=1.0, d_loss=1.3, g_loss=0.8,
-                   g_update_ratio=1e-3)  # fmt: skip
+    healthy = dict(d_acc_real=0.7, d_acc_fake=0.7, d_gap=0.3, d_fake=0.4, diversity=0.9)
+    healthy |= dict(fake_distance=0.9, real_distance=1.0, g_grad_norm=1.0, d_grad_norm=1.0)
+    healthy |= dict(d_loss=1.3, g_loss=0.8, g_update_ratio=1e-3)
     return healthy | values
 
 
@@ -243,17 +244,20 @@ def feed(diag: Diagnoser, values: list[dict[str, float]], start: int = 0) -> lis
 def test_a_state_is_raised_once_and_cleared_once_with_hysteresis() -> None:
     diag = Diagnoser(Thresholds(), patience=3, loss_name="non_saturating")
     feed(diag, [probe()])
+    # Right on every sample but not sure of it (the default DCGAN early on): not raised.
+    assert feed(diag, [probe(d_acc_real=1.0, d_acc_fake=1.0, d_gap=0.6)] * 5, start=10) == []
     # Accuracy 0.96 for 5 probes: raised at the third, once.
-    events = feed(diag, [probe(d_acc_real=0.96, d_acc_fake=0.99)] * 5, start=100)
+    events = feed(diag, [probe(d_acc_real=0.96, d_acc_fake=0.99, d_gap=0.95)] * 5, start=100)
     assert [(e.state, e.since, e.iteration, e.cleared) for e in events] == [
         ("d_overpowering", 100, 120, False)
     ]
     assert events[0].evidence["d_acc_real"] == 0.96
     # Hovering just under the threshold, above the relaxed one (0.95 * 0.9): still active.
-    assert feed(diag, [probe(d_acc_real=0.9, d_acc_fake=0.99)] * 5, start=200) == []
+    assert feed(diag, [probe(d_acc_real=0.9, d_acc_fake=0.99, d_gap=0.85)] * 5, start=200) == []
     assert diag.active() == ["d_overpowering"]
     # One healthy probe between bad ones is not a clear.
-    assert feed(diag, [probe(), probe(d_acc_real=0.99, d_acc_fake=0.99)] * 3, start=300) == []
+    bad = probe(d_acc_real=0.99, d_acc_fake=0.99, d_gap=0.99)
+    assert feed(diag, [probe(), bad] * 3, start=300) == []
     events = feed(diag, [probe()] * 3, start=400)
     assert [(e.state, e.since, e.iteration, e.cleared) for e in events] == [
         ("d_overpowering", 400, 420, True)

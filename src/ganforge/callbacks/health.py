@@ -58,6 +58,7 @@ class HealthMonitor(L.Callback):
         patience: int = 3,
         probe_size: int = 64,
         d_accuracy: float = 0.95,
+        d_gap: float = 0.9,
         d_g_grad_drop: float = 1.0,
         vanishing_d_fake: float = 0.05,
         collapse_diversity: float = 0.2,
@@ -102,6 +103,7 @@ class HealthMonitor(L.Callback):
                 raise ConfigError(f"{key}on_{state}={action!r} must be one of {list(ACTIONS)}")
         self.thresholds = Thresholds(
             d_accuracy=d_accuracy,
+            d_gap=d_gap,
             d_g_grad_drop=d_g_grad_drop,
             vanishing_d_fake=vanishing_d_fake,
             collapse_diversity=collapse_diversity,

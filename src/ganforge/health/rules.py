@@ -8,11 +8,14 @@ every `every_n_iters` GAN iterations, after `warmup_iters`), and *cleared* when 
 The rules (the README's Troubleshooting section explains each and its remedies):
 
 * `d_overpowering` — D classifies both real and fake samples correctly at least `d_accuracy` of
-  the time: D has won. With `d_g_grad_drop` < 1, G's gradient norm must also have shrunk to that
-  fraction of the largest seen so far. That is off by default (1.0): under the non-saturating
-  loss G's gradient *grows* while D wins (measured: 6 -> 13 with D at 100 % on MNIST, 2 -> 35 on
-  the ring), so the shrink only shows with the saturating loss, where `vanishing_g_gradient`
-  names it.
+  the time, and confidently: its mean output on real minus on fake samples (probabilities for the
+  logit losses) is at least `d_gap` — D(x) -> 1, D(G(z)) -> 0: D has won. (Accuracy alone is
+  not enough: the default DCGAN on MNIST is healthy with D right on ~100 % for hundreds of
+  iterations, but not that sure of itself.) With `d_g_grad_drop` < 1, G's gradient norm must
+  also have shrunk to that fraction of the largest seen so far. That is off by default (1.0):
+  under the non-saturating loss G's gradient *grows* while D wins (measured: 6 -> 13 with D at
+  100 % on MNIST, 2 -> 35 on the ring), so the shrink only shows with the saturating loss,
+  where `vanishing_g_gradient` names it.
 * `vanishing_g_gradient` — a saturating G loss (`loss=minimax`) with D's mean output on fakes,
   D(G(z)), at most `vanishing_d_fake`: G's loss gradient, proportional to D(G(z)), has vanished.
 * `mode_collapse` — the generated batch's mean pairwise distance (fixed noise) is at most
@@ -46,6 +49,7 @@ DIVERGENCE_SIGNALS = {"d_loss": 1.0, "g_loss": 1.0, "d_grad_norm": 1.0, "g_grad_
 @dataclass(frozen=True)
 class Thresholds:
     d_accuracy: float = 0.95
+    d_gap: float = 0.9
     d_g_grad_drop: float = 1.0
     vanishing_d_fake: float = 0.05
     collapse_diversity: float = 0.2
@@ -61,8 +65,9 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         key = "callbacks.health."
-        for name in ("d_accuracy", "d_g_grad_drop", "vanishing_d_fake", "collapse_diversity",
-                     "collapse_modes", "collapse_recall"):  # fmt: skip
+        fractions = ("d_accuracy", "d_gap", "d_g_grad_drop", "vanishing_d_fake",
+                     "collapse_diversity", "collapse_modes", "collapse_recall")  # fmt: skip
+        for name in fractions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ConfigError(f"{key}{name}={value!r} must be a number in (0, 1]")
@@ -138,17 +143,19 @@ class Diagnoser:
 
     # --- the rules: each returns its evidence when it holds, else None -------------------------
     def d_overpowering(self, s: dict[str, float], active: bool) -> dict[str, float] | None:
-        if not {"d_acc_real", "d_acc_fake", "g_grad_norm"} <= s.keys() or not self.max_g_grad:
+        if not {"d_acc_real", "d_acc_fake", "d_gap", "g_grad_norm"} <= s.keys():
             return None
         acc = min(s["d_acc_real"], s["d_acc_fake"])
-        drop = s["g_grad_norm"] / self.max_g_grad
-        # healthy is lower accuracy (relax down) and a larger gradient (relax the drop up).
-        if acc >= self._relaxed(self.t.d_accuracy, active, False) and drop <= self._relaxed(
-            self.t.d_g_grad_drop, active, True
+        drop = s["g_grad_norm"] / self.max_g_grad if self.max_g_grad else 1.0
+        # Healthy is lower accuracy and gap (relaxed down) and a larger gradient (relaxed up).
+        if (
+            acc >= self._relaxed(self.t.d_accuracy, active, False)
+            and s["d_gap"] >= self._relaxed(self.t.d_gap, active, False)
+            and drop <= self._relaxed(self.t.d_g_grad_drop, active, True)
         ):
             return {"d_acc_real": s["d_acc_real"], "d_acc_fake": s["d_acc_fake"],
-                    "g_grad_norm": s["g_grad_norm"], "g_grad_max": self.max_g_grad,
-                    "g_grad_drop": drop}  # fmt: skip
+                    "d_gap": s["d_gap"], "g_grad_norm": s["g_grad_norm"],
+                    "g_grad_max": self.max_g_grad}  # fmt: skip
         return None
 
     def vanishing_g_gradient(self, s: dict[str, float], active: bool) -> dict[str, float] | None:
@@ -283,7 +290,7 @@ class Diagnoser:
 
 # What a cleared state shows as the evidence that it is over: the signals its rule reads.
 _SHOWN = {
-    "d_overpowering": ("d_acc_real", "d_acc_fake", "g_grad_norm"),
+    "d_overpowering": ("d_acc_real", "d_acc_fake", "d_gap", "g_grad_norm"),
     "vanishing_g_gradient": ("d_fake", "g_grad_norm"),
     "mode_collapse": ("diversity",),
     "divergence": tuple(DIVERGENCE_SIGNALS),
