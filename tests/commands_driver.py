@@ -2,23 +2,26 @@
 
     python tests/commands_driver.py CASES.json RESULTS.json
 
-CASES.json is a list of {"id", "command", "argv", "env", "cwd"}: the console command
-(`ganforge-train`, `ganforge-eval` or `ganforge-sample`), its command-line arguments, environment
-changes for the case (a value, or null to unset) and the folder it runs in. RESULTS.json maps each
-id to {"code", "output"}: the exit code and everything the case printed. Cases run in order, each
-with a fresh Hydra, its own working folder and the environment restored afterwards; an exception
-escaping the entry point is recorded with its traceback, as Python would print it.
+CASES.json is a list of {"id", "command", "argv", "env", "cwd", "hide"}: the console command
+(`ganforge-train`, the default, `ganforge-eval` or `ganforge-sample`), its command-line arguments,
+environment changes for the case (a value, or null to unset), the folder it runs in (default: the
+driver's own) and top-level packages to make unimportable (as on a machine without them, e.g.
+`tensorboard`). RESULTS.json maps each id to {"code", "output"}: the exit code and everything
+the case printed. Cases run in order, each with a fresh Hydra, its own working folder and the
+environment restored afterwards; an exception escaping the entry point is recorded with its
+traceback, as Python would print it.
 
-Used by test_bad_inputs.py: importing torch and Lightning takes seconds per process, the cases
-themselves (each stopped before any work) a fraction of that. The environment is applied per
-case, so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` reaches every `torch.load` of that case as it would
-in a fresh process (torch reads it at each call).
+Used by test_bad_inputs.py and test_bad_inputs_train.py: importing torch and Lightning takes
+seconds per process, the cases themselves (each stopped before any work) a fraction of that.
+The environment is applied per case, so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` reaches every
+`torch.load` of that case as it would in a fresh process (torch reads it at each call).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
 import io
 import json
 import os
@@ -34,6 +37,18 @@ ENTRY_POINTS = {
     "ganforge-eval": "ganforge.eval",
     "ganforge-sample": "ganforge.sample",
 }
+
+
+class _Hide(importlib.abc.MetaPathFinder):
+    """Makes the named top-level packages unimportable, as if not installed."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = set(names)
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
 
 
 @contextlib.contextmanager
@@ -56,11 +71,14 @@ def _environment(changes: dict[str, str | None], cwd: str) -> Iterator[None]:
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     out = io.StringIO()
     code: int | str | None = 0
-    main = importlib.import_module(ENTRY_POINTS[case["command"]]).main
-    sys.argv = [case["command"], *case["argv"]]
+    command = case.get("command", "ganforge-train")
+    main = importlib.import_module(ENTRY_POINTS[command]).main
+    hide = _Hide(case.get("hide", []))
+    sys.meta_path.insert(0, hide)
+    sys.argv = [command, *case["argv"]]
     try:
         with (
-            _environment(case.get("env", {}), case["cwd"]),
+            _environment(case.get("env", {}), case.get("cwd", os.getcwd())),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(out),
         ):
@@ -72,6 +90,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 out.write(traceback.format_exc())
                 code = 1
     finally:
+        sys.meta_path.remove(hide)
         GlobalHydra.instance().clear()
     # sys.exit(None) is a success, sys.exit("message") a failure with status 1.
     status = code if isinstance(code, int) else (0 if code is None else 1)

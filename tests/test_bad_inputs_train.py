@@ -4,7 +4,7 @@
 Every case gets its own log folder holding an earlier run (config, checkpoints, CSV) and must
 leave it byte for byte as it was; the only new files allowed are Hydra's own record of the
 attempt (`.hydra/`, `train.log` in the new run folder). The cases run through the console entry
-point in one subprocess (tests/bad_inputs_driver.py: torch and Lightning are imported once, not
+point in one subprocess (tests/commands_driver.py: torch and Lightning are imported once, not
 once per case); `test_driver_agrees_with_separate_processes` and the sweep test run real
 `ganforge-train` processes.
 """
@@ -242,7 +242,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         specs.append({"id": case.id, "argv": argv, "env": env, "hide": case.hide})
     (root / "cases.json").write_text(json.dumps(specs))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(TESTS / "bad_inputs_driver.py"), str(root / "cases.json")]
+    cmd = [sys.executable, str(TESTS / "commands_driver.py"), str(root / "cases.json")]
     cmd.append(str(root / "results.json"))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=root)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
