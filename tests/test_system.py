@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from conftest import quiet_trainer, toy_system
+from ganforge.losses import GANLoss
+from ganforge.models import mlp
 from ganforge.system import GANSystem
 
 
@@ -136,3 +138,78 @@ def test_fixed_noise_is_a_buffer_in_the_state_dict() -> None:
     assert "fixed_z" in system.state_dict()
     other, _ = toy_system()
     assert torch.equal(system.fixed_z, other.fixed_z)  # same seed, same grid noise
+
+
+def log_rows(system: GANSystem) -> dict[int, dict[str, float]]:
+    """What the system logs, by GAN iteration (spied on its one logging method)."""
+    rows: dict[int, dict[str, float]] = {}
+    log = system.log_iteration_metrics
+
+    def record(metrics: dict[str, float]) -> None:
+        log(metrics)
+        rows.setdefault(system.iteration, {}).update(metrics)
+
+    system.log_iteration_metrics = record
+    return rows
+
+
+def spy_returns(monkeypatch: pytest.MonkeyPatch, name: str) -> list[float]:
+    """The values `ganforge.system.<name>` returns, in call order."""
+    import ganforge.system
+
+    values: list[float] = []
+    fn = getattr(ganforge.system, name)
+
+    def spied(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        values.append(float(out.detach()))
+        return out
+
+    monkeypatch.setattr(ganforge.system, name, spied)
+    return values
+
+
+def test_wgan_gp_logs_its_gradient_penalty_beside_d_loss(monkeypatch) -> None:
+    raw_gp = spy_returns(monkeypatch, "gradient_penalty")
+    system, dm = toy_system(max_iters=3, n_critic=2, loss=GANLoss("wasserstein"), gp_weight=10.0)
+    rows = log_rows(system)
+    quiet_trainer().fit(system, dm)
+    assert sorted(rows) == [1, 2, 3] and len(raw_gp) == 6
+    for it, row in rows.items():
+        assert "train/r1" not in row and "train/d_aux" not in row
+        # The last of the iteration's two D updates, weighted as it was added to d_loss.
+        assert row["train/gp"] == pytest.approx(10.0 * raw_gp[2 * it - 1], rel=1e-6)
+        assert row["train/d_loss"] == pytest.approx(
+            row["train/d_adv"] + row["train/gp"], rel=1e-5, abs=1e-6
+        )
+
+
+def test_lazy_r1_is_logged_where_it_is_applied(monkeypatch) -> None:
+    raw_r1 = spy_returns(monkeypatch, "r1_penalty")
+    system, dm = toy_system(max_iters=4, r1_gamma=4.0, r1_interval=2)
+    rows = log_rows(system)
+    quiet_trainer().fit(system, dm)
+    # Applied in the D updates of iterations 1 and 3 (the counter is 0 and 2 before them).
+    assert [it for it in sorted(rows) if "train/r1" in rows[it]] == [1, 3] and len(raw_r1) == 2
+    for it, row in rows.items():
+        assert "train/gp" not in row
+        r1 = row.get("train/r1", 0.0)
+        if it in (1, 3):
+            # Scaled as applied: 0.5 * r1_gamma * r1_interval * R1.
+            assert r1 == pytest.approx(0.5 * 4.0 * 2 * raw_r1[it // 2], rel=1e-6) and r1 > 0
+        assert row["train/d_loss"] == pytest.approx(row["train/d_adv"] + r1, rel=1e-5, abs=1e-6)
+
+
+def test_acgan_logs_its_auxiliary_term_beside_d_loss() -> None:
+    G = mlp.Generator(z_dim=8, hidden=32, depth=2, dim=2, conditional="acgan", n_classes=8)
+    D = mlp.Discriminator(hidden=32, depth=2, dim=2, conditional="acgan", n_classes=8)
+    system, dm = toy_system(
+        generator=G, discriminator=D, conditional="acgan", n_classes=8, max_iters=2
+    )
+    rows = log_rows(system)
+    quiet_trainer().fit(system, dm)
+    for row in rows.values():
+        assert row["train/d_aux"] > 0
+        assert row["train/d_loss"] == pytest.approx(
+            row["train/d_adv"] + row["train/d_aux"], rel=1e-5, abs=1e-6
+        )

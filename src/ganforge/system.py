@@ -220,7 +220,13 @@ class GANSystem(L.LightningModule):
                 # ACGAN's classifier learns from real labels only: a fake's label is what G was
                 # asked for, not what it drew.
                 d_aux = self._aux_loss(c_real, y_real)
-                d_loss = d_adv + d_aux + self._d_penalty(real, fake, y_real)
+                penalties = self._d_penalties(real, fake, y_real)
+                d_loss = d_adv + d_aux + sum(penalties.values(), 0.0)
+                # The terms, logged beside the sum: d_aux for an ACGAN (else it is 0.0), each
+                # penalty where it was applied.
+                d_terms = {"train/d_adv": d_adv, **penalties}
+                if isinstance(d_aux, Tensor):
+                    d_terms["train/d_aux"] = d_aux
                 if not self._finite(d_loss, "d_loss"):
                     return
                 opt_d.zero_grad(set_to_none=True)
@@ -247,6 +253,8 @@ class GANSystem(L.LightningModule):
         if self.iteration % self.hparams.log_every == 0 or self.iteration == 1:
             metrics = {
                 "train/d_loss": d_loss.detach(),
+                # Of the last D update, like d_loss: d_adv, d_aux (ACGAN), gp, r1 (when applied).
+                **{key: term.detach() for key, term in d_terms.items()},
                 "train/g_loss": g_loss.detach(),
                 "train/d_real": self.loss.d_output(d_real),
                 "train/d_fake": self.loss.d_output(d_fake),
@@ -310,24 +318,27 @@ class GANSystem(L.LightningModule):
             return 0.0
         return self.hparams.aux_weight * F.cross_entropy(class_logits, y)
 
-    def _d_penalty(self, real: Tensor, fake: Tensor, y: Tensor | None = None) -> Tensor | float:
+    def _d_penalties(
+        self, real: Tensor, fake: Tensor, y: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Penalties on D as trained: with the real labels (interpolates keep them too) and
-        through DiffAugment."""
+        through DiffAugment. Keyed by metric name, each weighted as it is added to D's loss;
+        only those applied in this update."""
 
         def critic(x: Tensor) -> Tensor:
             return self._d(x, y)[0]
 
-        penalty: Tensor | float = 0.0
+        penalties: dict[str, Tensor] = {}
         if self.hparams.gp_weight > 0:
             gp = gradient_penalty(critic, real, fake, pack=self.pack)
-            penalty = penalty + self.hparams.gp_weight * gp
+            penalties["train/gp"] = self.hparams.gp_weight * gp
         interval = self.hparams.r1_interval
         if self.hparams.r1_gamma > 0 and self.iteration % interval == 0:
             # Lazy regularization (Karras et al. 2020): apply every `interval` iterations, scaled
             # up by the interval so the expected penalty is unchanged.
             r1 = r1_penalty(critic, real, pack=self.pack)
-            penalty = penalty + 0.5 * self.hparams.r1_gamma * interval * r1
-        return penalty
+            penalties["train/r1"] = 0.5 * self.hparams.r1_gamma * interval * r1
+        return penalties
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Runs after AMP has unscaled the gradients, so clipping and norms are in true units.
