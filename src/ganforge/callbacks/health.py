@@ -251,9 +251,10 @@ class HealthMonitor(L.Callback):
         z = torch.randn(n, pl_module.z_dim, generator=g).to(real.device)
         y_fake = pl_module.sample_y(n, generator=g)
         with signals.side_effect_free(pl_module.G, pl_module.D):
-            # GANSystem's own calls of G and D (conditioning, ACGAN heads, DiffAugment): the probe
-            # sees exactly what the losses see, and the dispatch keeps one owner.
-            fake = pl_module._g(pl_module.G, z, y_fake)
+            # G as GANSystem calls it (y=None when unconditional), and D through GANSystem's own
+            # call (ACGAN heads, DiffAugment): the probe sees exactly what the losses see, and
+            # that dispatch keeps one owner.
+            fake = pl_module.G(z, y_fake)
             real_logits = pl_module._d(real, y_real)[0]
             fake_logits = pl_module._d(fake, y_fake)[0]
         if self.real_distance is None:
