@@ -191,11 +191,6 @@ class GANSystem(L.LightningModule):
         finally:
             net.train(was_training)
 
-    @staticmethod
-    def _g(net: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
-        # Kept only for callbacks/health.py, which still calls it; it is plain `net(z, y)`.
-        return net(z, y)
-
     def _d(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """D's logits on DiffAugment(x), and its per-sample class logits when it is an ACGAN."""
         if self.augment_policy:
