@@ -86,7 +86,8 @@ def test_default_run_writes_plots_under_the_run_dir(tmp_path: Path) -> None:
     )
     train(cfg)
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["d_outputs.png", "evolution.png", "losses.png"]  # no evaluation: no fid
+    # No evaluation: no fid.png. health.png is the health monitor's timeline (on by default).
+    assert names == ["d_outputs.png", "evolution.png", "health.png", "losses.png"]
     evolution = png(tmp_path / "plots" / "evolution.png")
     assert evolution.shape[1] > evolution.shape[0]  # snapshots side by side
 
@@ -95,7 +96,7 @@ def test_image_data_has_curves_but_no_evolution_panel(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, "debug=smoke", "model=mlp", "model.hidden=16", "model.depth=1")
     train(cfg)
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["d_outputs.png", "losses.png"]
+    assert names == ["d_outputs.png", "health.png", "losses.png"]  # health: the monitor's timeline
 
 
 def test_fast_dev_run_writes_no_plots(tmp_path: Path) -> None:
