@@ -7,8 +7,6 @@ Lightning's `global_step` counts both optimizers' steps and is never shown to us
 
 Conditional models (`conditional` = projection or acgan) get labels: real images come with
 theirs, fakes are drawn for labels sampled uniformly, and the fixed noise has one row per class.
-A generator is always called as G(z, y), y=None when unconditional: every ganforge generator
-takes `forward(z, y=None)`.
 DiffAugment, when on, sits between every image and D, in both updates and in the penalties.
 """
 
@@ -187,9 +185,14 @@ class GANSystem(L.LightningModule):
         was_training = net.training
         net.eval()
         try:
-            return net(z, y)
+            return self._g(net, z, y)
         finally:
             net.train(was_training)
+
+    @staticmethod
+    def _g(net: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+        # Unconditional generators are called with z alone, so any nn.Module G(z) works.
+        return net(z) if y is None else net(z, y)
 
     def _d(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """D's logits on DiffAugment(x), and its per-sample class logits when it is an ACGAN."""
@@ -209,7 +212,7 @@ class GANSystem(L.LightningModule):
                 z, y_fake = self.training_noise(real.shape[0])
                 with torch.no_grad():
                     # D sees detached fakes: its step must not move G.
-                    fake = self.G(z, y_fake)
+                    fake = self._g(self.G, z, y_fake)
                 (d_real, c_real), (d_fake, _) = self._d(real, y_real), self._d(fake, y_fake)
                 d_adv = self.loss.discriminator(d_real, d_fake)
                 # ACGAN's classifier learns from real labels only: a fake's label is what G was
@@ -230,7 +233,7 @@ class GANSystem(L.LightningModule):
 
         with self.toggled_optimizer(opt_g):
             z, y_fake = self.training_noise(reals[-1].shape[0])
-            fake = self.G(z, y_fake)
+            fake = self._g(self.G, z, y_fake)
             g_fake, c_fake = self._d(fake, y_fake)
             g_real = self._d(reals[-1], labels[-1])[0] if self.loss.generator_needs_real else None
             # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
