@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
+from ganforge.checkpoint import describe_network
 from ganforge.errors import ConfigError, NonFiniteLossError, check_int
 from ganforge.losses import GANLoss
 from ganforge.models.layers import check_conditional
@@ -41,12 +42,6 @@ NAN_REMEDIES = (
 # The training noise stream is seeded apart from the fixed grid noise (seeded with `seed` itself),
 # so the first training batch does not repeat the grid's latents.
 NOISE_SEED_OFFSET = 0x5EED_0000
-
-
-def describe_module(module: nn.Module) -> dict[str, Any]:
-    """Class path and constructor arguments: enough to rebuild a ganforge model from a ckpt."""
-    cls = type(module)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(module.init_args)}
 
 
 class GANSystem(L.LightningModule):
@@ -406,8 +401,8 @@ class GANSystem(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganforge"] = {
             "iteration": self.iteration,
-            "generator": describe_module(self.G),
-            "discriminator": describe_module(self.D),
+            "generator": describe_network(self.G),
+            "discriminator": describe_network(self.D),
             "loss": self.loss.name,
             "has_ema": self.G_ema is not None,
             "conditional": self.hparams.conditional,
