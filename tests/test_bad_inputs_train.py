@@ -63,10 +63,13 @@ CASES = [
     Case("threads-zero", ["num_threads=0"], ["num_threads=0 must be a positive integer"]),
     Case(
         "n_critic-zero",
-        ["loss.n_critic=0"],
-        ["loss.n_critic=0 must be a positive integer"],
-        forbid=["batches_per_step", "system.n_critic"],
+        ["system.n_critic=0"],
+        ["system.n_critic=0 must be a positive integer"],
+        forbid=["batches_per_step"],
     ),
+    # Keys that moved from loss/ to system/: named with the new key, plain or with Hydra's `+`.
+    Case("n_critic-old-key", ["loss.n_critic=5"], ["loss.n_critic is now system.n_critic"]),
+    Case("gp-old-key-added", ["+loss.gp_weight=10"], ["use system.gp_weight=10"]),
     Case(
         "max_iters-zero",
         ["train.max_iters=0"],
@@ -292,7 +295,7 @@ def run_cli(log_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_driver_agrees_with_separate_processes(outcome: dict, tmp_path: Path) -> None:
     """The in-one-process driver reports what a real `ganforge-train` process does."""
-    for case_id, args in [("n_critic-zero", ["loss.n_critic=0"]), ("seed-text", ["seed=abc"])]:
+    for case_id, args in [("n_critic-zero", ["system.n_critic=0"]), ("seed-text", ["seed=abc"])]:
         proc = run_cli(tmp_path, *TINY, *args)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 2 and "Traceback" not in output, output[-3000:]

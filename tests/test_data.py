@@ -119,7 +119,7 @@ def test_to_uint8_clamps_out_of_range():
     [
         ({"batch_size": 0}, "data.batch_size=0 must be a positive integer"),
         ({"batch_size": True}, "data.batch_size=True"),
-        ({"batch_size": 8, "batches_per_step": 0}, "data.batches_per_step=0"),
+        ({"batch_size": 8, "batches_per_step": 0}, "batches_per_step=0"),
         ({"batch_size": 8, "num_workers": -1}, "data.num_workers=-1"),
         ({"batch_size": 8, "flip": True}, "data.flip=true only applies to images"),
         ({"batch_size": 8, "channels": 3}, "data.channels=3"),
@@ -146,7 +146,7 @@ def test_declared_shape_facts_must_match_the_dataset():
 def test_batch_larger_than_dataset_is_a_config_error():
     dm = ToyRingDataModule(batch_size=64, batches_per_step=2, n_samples=100)
     dm.setup("fit")
-    with pytest.raises(ConfigError, match=r"data\.batch_size\*data\.batches_per_step=128"):
+    with pytest.raises(ConfigError, match=r"data\.batch_size\*system\.n_critic=128"):
         dm.train_dataloader()
     dm.drop_last = False
     assert len(dm.train_dataloader()) == 1

@@ -21,7 +21,7 @@ from conftest import compose_train, quiet_trainer, toy_system
 from ganforge import checkpoint
 from ganforge.callbacks.checkpoint import IterationCheckpoint, describe_after_divergence
 from ganforge.errors import NonFiniteLossError
-from ganforge.system import get_rng_states, set_rng_states
+from ganforge.rng import get_rng_states, set_rng_states
 from ganforge.train import train
 
 TINY = [
@@ -174,7 +174,7 @@ def test_non_finite_loss_is_skipped_with_nan_policy_skip() -> None:
     nan_d_loss_at(system, 3)
     quiet_trainer().fit(system, datamodule=dm)
     assert system.iteration == 6
-    assert system.skipped_updates == 1
+    assert system.nan_guard.skipped == 1
     assert system.last_metrics["train/skipped_updates"] == 1.0
     assert all(torch.isfinite(p).all() for p in system.parameters())
 
@@ -190,7 +190,7 @@ def test_nan_policy_skip_stops_after_max_consecutive_skips() -> None:
     with pytest.raises(NonFiniteLossError, match=r"4 attempts in a row at iteration 1 "):
         quiet_trainer().fit(system, datamodule=dm)
     assert system.iteration == 0
-    assert system.skipped_updates == 4
+    assert system.nan_guard.skipped == 4
 
 
 def test_nan_policy_skip_stops_after_max_skips_in_all() -> None:
@@ -206,7 +206,7 @@ def test_nan_policy_skip_stops_after_max_skips_in_all() -> None:
     system.loss.discriminator = loss
     with pytest.raises(NonFiniteLossError, match=r"3 times in all \(system.max_skips=3\)"):
         quiet_trainer().fit(system, datamodule=dm)
-    assert system.skipped_updates == 3
+    assert system.nan_guard.skipped == 3
     assert system.iteration == 3  # D updates 1, 3, 5 completed iterations; 2, 4, 6 were NaN
 
 

@@ -202,7 +202,7 @@ def test_probing_every_iteration_does_not_change_the_run(tmp_path: Path) -> None
         ["model.pack=2", "data.batch_size=32"],
         ["loss=wgan_gp"],
         ["loss=lsgan", "model.spectral_norm=true"],
-        ["loss=relativistic", "loss.n_critic=2"],
+        ["loss=relativistic", "system.n_critic=2"],
     ],
     ids=lambda o: ",".join(o),
 )

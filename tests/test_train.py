@@ -68,7 +68,7 @@ VARIANTS = {
     "cbn-projection-dcgan": ("mnist5k", "dcgan", ["model.conditional=projection"]),
     "acgan-dcgan-gp": ("mnist5k", "dcgan", ["model.conditional=acgan", "loss=wgan_gp"]),
     "acgan-mlp-toy": ("toy_ring", "mlp", ["model.conditional=acgan"]),
-    "projection-mlp-r1": ("toy_grid", "mlp", ["model.conditional=projection", "loss.r1_gamma=1"]),
+    "projection-mlp-r1": ("toy_grid", "mlp", ["model.conditional=projection", "system.r1_gamma=1"]),
     "projection-resnet": ("cifar10", "resnet", ["model.conditional=projection", "loss=hinge"]),
     "acgan-resnet-64": (
         "image_folder",
@@ -76,7 +76,7 @@ VARIANTS = {
         ["data.labels=true", "data.n_classes=2", "data.image_size=64", "model.conditional=acgan"],
     ),
     "sn-mlp": ("toy_ring", "mlp", ["model.spectral_norm=true"]),
-    "sn-dcgan-r1": ("mnist5k", "dcgan", ["model.spectral_norm=true", "loss.r1_gamma=1"]),
+    "sn-dcgan-r1": ("mnist5k", "dcgan", ["model.spectral_norm=true", "system.r1_gamma=1"]),
     "resnet-no-sn": ("cifar10", "resnet", ["model.spectral_norm=false"]),
     "pack-mlp-gp": ("toy_ring", "mlp", ["model.pack=2", "loss=wgan_gp"]),
     "pack-dcgan-relativistic": ("mnist5k", "dcgan", ["model.pack=4", "loss=relativistic"]),
@@ -88,7 +88,7 @@ VARIANTS = {
     "diffaugment-dcgan-r1": (
         "mnist5k",
         "dcgan",
-        ["system.diffaugment='color,translation,cutout'", "loss.r1_gamma=1"],
+        ["system.diffaugment='color,translation,cutout'", "system.r1_gamma=1"],
     ),
     "diffaugment-resnet-pack-gp": (
         "cifar10",

@@ -466,3 +466,40 @@ def _check_weights(spec: NetworkSpec, which: str, state: dict[str, Tensor], wher
                 f"{where}: the {which} weight {prefix}{name} has shape {tuple(have[name].shape)} "
                 f"but its record's {spec.class_path} needs {tuple(tensor.shape)}; {_REWRITE}"
             )
+
+# --- writing the record -------------------------------------------------------------------------
+
+
+def write_record(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    *,
+    iteration: int,
+    loss: str,
+    has_ema: bool,
+    conditional: str,
+    n_classes: int | None,
+    meta: dict[str, Any],
+    noise_rng: Tensor,
+    loggers: list[Any] | tuple[Any, ...] = (),
+) -> dict[str, Any]:
+    """The record `GANSystem` saves under RECORD_KEY (read back by `load`): tensors and plain
+    data only, so the checkpoint loads with weights_only=True. Besides the facts above it holds
+    the exact-resume state: the training noise stream, the global RNGs as of now (DiffAugment,
+    dropout, flips) and the W&B run id, so a resumed run continues the same W&B run."""
+    from ganforge.rng import get_rng_states  # rng.py owns the global streams
+
+    wandb = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
+    return {
+        "iteration": iteration,
+        "generator": describe_network(generator),
+        "discriminator": describe_network(discriminator),
+        "loss": loss,
+        "has_ema": has_ema,
+        "conditional": conditional,
+        "n_classes": n_classes,
+        "meta": meta,
+        "noise_rng": noise_rng,
+        "wandb_run_id": None if wandb is None else str(wandb.version),
+        "rng": get_rng_states(),
+    }

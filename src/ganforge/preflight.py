@@ -1,9 +1,10 @@
 """Checks `ganforge-train` runs before anything is loaded, built or written.
 
 Each error names the key the user typed: a value reaches the code through interpolations
-(`system.n_critic: ${loss.n_critic}`, `system.g_optimizer: ${optim.generator}` whose `lr` is
-`${optim.lr_g}`), and `source_key` follows them back, so `loss.n_critic=0` is reported as
-`loss.n_critic`, not as the `data.batches_per_step` or `system.n_critic` it feeds.
+(`system.g_optimizer: ${optim.generator}` whose `lr` is `${optim.lr_g}`), and `source_key` follows
+them back, so `optim.lr_g=-1` is reported as `optim.lr_g`, not as the `system.g_optimizer.lr` it
+feeds. Settings a class checks itself (e.g. `system.n_critic`, `train.max_iters` in GANSystem) are
+not checked again here.
 """
 
 from __future__ import annotations
@@ -55,6 +56,29 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+# Training settings that conf/loss/ held before conf/system/ did (the loss is the objective only).
+MOVED_KEYS = {
+    f"loss.{k}": f"system.{k}" for k in ("n_critic", "gp_weight", "r1_gamma", "r1_interval")
+}
+
+
+def moved_key_error(old: str, value: str) -> ConfigError:
+    new = MOVED_KEYS[old]
+    return ConfigError(
+        f"{old} is now {new}: conf/loss/ holds the objective only, the training settings are in "
+        f"conf/system/; use {new}={value}"
+    )
+
+
+def check_moved_overrides(argv: list[str]) -> None:
+    """The command line's overrides of a moved key (`loss.n_critic=5`, `+loss.n_critic=5`, in a
+    sweep too), named with the new key before Hydra refuses them with its own message."""
+    for arg in argv:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if eq and key in MOVED_KEYS:
+            raise moved_key_error(key, value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -104,19 +128,11 @@ def check_config(cfg: DictConfig) -> None:
     if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
         raise c.fail("seed", f"an integer in [0, {MAX_SEED}]", "e.g. {key}=0")
     c.positive_int("num_threads", nullable=True, fix="e.g. {key}=2, or null for torch's default")
-    # The system's keys, named as the user typed them (train.max_iters, loss.n_critic, ...).
-    c.positive_int(
-        "system.max_iters",
-        nullable=True,
-        fix="it is the run length in GAN iterations, e.g. {key}=2000",
-    )
-    c.positive_int(
-        "system.log_every", fix="it is the iterations between logged train/* metrics, e.g. {key}=10"
-    )
-    c.positive_int(
-        "system.n_critic",
-        fix="it counts discriminator updates per generator update, e.g. {key}=1 (5 for WGAN-GP)",
-    )
+    loss = cfg.get("loss")
+    for old in MOVED_KEYS:
+        # A preset of the user's that still sets loss.n_critic would compose, and be ignored.
+        if isinstance(loss, DictConfig) and old.split(".", 1)[1] in loss:
+            raise moved_key_error(old, _show(OmegaConf.select(cfg, old)))
     for net in ("d", "g"):
         c.number(
             f"system.grad_clip_{net}",

@@ -8,43 +8,43 @@ Lightning's `global_step` counts both optimizers' steps and is never shown to us
 Conditional models (`conditional` = projection or acgan) get labels: real images come with
 theirs, fakes are drawn for labels sampled uniformly, and the fixed noise has one row per class.
 DiffAugment, when on, sits between every image and D, in both updates and in the penalties.
+
+What is not the game lives beside it: the noise stream and its DDP slicing (`noise.py`), what a
+NaN loss does (`nan_guard.py`), the global RNG states (`rng.py`) and the checkpoint record
+(`checkpoint.write_record`).
 """
 
 from __future__ import annotations
 
 import copy
-import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
-from ganforge.checkpoint import describe_network
-from ganforge.errors import ConfigError, NonFiniteLossError, check_int
+from ganforge.checkpoint import RECORD_KEY, write_record
+from ganforge.errors import ConfigError, check_int
 from ganforge.losses import GANLoss
 from ganforge.models.layers import check_conditional
+from ganforge.nan_guard import NanGuard
+from ganforge.noise import TrainingNoise, fixed_inputs
 from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.rng import set_rng_states
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
-# What to try after a non-finite loss (the stop message; train.py adds what the checkpoints hold).
-NAN_REMEDIES = (
-    "Lower optim.lr_d/optim.lr_g, add a penalty (loss=wgan_gp or loss.r1_gamma), or set "
-    "system.grad_clip_d/grad_clip_g"
-)
-
-# The training noise stream is seeded apart from the fixed grid noise (seeded with `seed` itself),
-# so the first training batch does not repeat the grid's latents.
-NOISE_SEED_OFFSET = 0x5EED_0000
-
 
 class GANSystem(L.LightningModule):
+    """The parts (G, D, the loss, an optimizer factory per network) and the game's settings,
+    which `conf/system/default.yaml` documents key by key. `max_iters` and `log_every` come from
+    `train.*`; `conditional`, `n_classes` from the model and the data; `meta` (what the run was
+    trained on) is stored in the checkpoint record as it is."""
+
     def __init__(
         self,
         generator: nn.Module,
@@ -77,30 +77,28 @@ class GANSystem(L.LightningModule):
         max_consecutive_skips: int = 10,
     ) -> None:
         super().__init__()
-        counts = dict(n_critic=n_critic, log_every=log_every, n_fixed=n_fixed)
-        counts |= dict(r1_interval=r1_interval, max_skips=max_skips)
-        counts["max_consecutive_skips"] = max_consecutive_skips
-        if max_iters is not None:
-            counts["max_iters"] = max_iters
+        # Each setting is checked here, where it is used, and named by its config key.
+        counts = {"system.n_critic": n_critic, "system.n_fixed": n_fixed}
+        counts |= {"system.r1_interval": r1_interval, "train.log_every": log_every}
         for key, value in counts.items():
-            check_int(f"system.{key}", value)
+            check_int(key, value)
+        if max_iters is not None:
+            check_int("train.max_iters", max_iters)
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"system.ema_decay={ema_decay} must be in (0, 1), or null to disable")
         n_classes = check_conditional(conditional, n_classes)
         _check_discriminator_conditional(discriminator, conditional)
         _check_lr_decay(lr_decay, decay_start, max_iters)
-        if nan_policy not in ("stop", "skip"):
-            raise ConfigError(f"system.nan_policy={nan_policy!r} must be 'stop' or 'skip'")
+        self.nan_guard = NanGuard(nan_policy, max_skips, max_consecutive_skips)
         # Modules and factories are not hyperparameters: pickling them into the checkpoint would
-        # break weights_only loading. Their descriptions are saved in on_save_checkpoint instead.
+        # break weights_only loading. The record describes the networks instead.
         self.save_hyperparameters(
             ignore=["generator", "discriminator", "loss", "g_optimizer", "d_optimizer"]
         )
         self.automatic_optimization = False
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.n_critic, self.max_iters = n_critic, max_iters
-        self.n_classes = n_classes
+        self.n_critic, self.max_iters, self.n_classes = n_critic, max_iters, n_classes
         self.augment_policy = parse_policy(diffaugment)
         # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
         self.pack: int = getattr(discriminator, "pack", 1)
@@ -108,21 +106,15 @@ class GANSystem(L.LightningModule):
         if ema_decay is not None:
             self.G_ema = copy.deepcopy(generator).requires_grad_(False)
         self.iteration = 0  # GAN iterations = generator updates; saved in the checkpoint
-        z, y = self._fixed_inputs(n_fixed, seed)
+        z, y = fixed_inputs(n_fixed, seed, generator.z_dim, n_classes)
         # Persistent buffers: saved and restored with the weights, so grids stay comparable.
         # (fixed_y is None, and absent from the state dict, for an unconditional model.)
         self.register_buffer("fixed_z", z)
         self.register_buffer("fixed_y", y)
+        self.noise = TrainingNoise(seed, generator.z_dim, n_classes)
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
-        # Training noise (z and fake labels) has its own CPU generator: its stream does not depend
-        # on the device or on other users of the global RNG, and its state is checkpointed.
-        self._noise = torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET)
         self._pending_rng: dict[str, Any] | None = None
-        self.skipped_updates = 0  # nan_policy=skip: iterations dropped for a non-finite loss
-        # Skips since the last completed iteration: a run whose weights have diverged would
-        # otherwise retry the same iteration forever.
-        self.consecutive_skips = 0
 
     # --- sampling -----------------------------------------------------------------------------
     @property
@@ -130,25 +122,10 @@ class GANSystem(L.LightningModule):
         return self.G.z_dim
 
     def training_noise(self, n: int) -> tuple[Tensor, Tensor | None]:
-        """Latents (and labels, if conditional) for this rank's n fakes of one update.
-
-        Every rank draws the whole global batch (world_size * n) from the same generator and keeps
-        its own slice: ranks get different noise, their generators stay in lockstep (one state
-        in the checkpoint), and the global batch is what one process of batch world_size * n
-        would draw — DDP is then the same computation as a single process on the global batch.
-        """
-        world, rank = self._world()
-        keep = slice(rank * n, (rank + 1) * n)
-        device = self.fixed_z.device
-        z = torch.randn(world * n, self.z_dim, generator=self._noise)[keep].to(device)
-        if self.n_classes is None:
-            return z, None
-        y = torch.randint(self.n_classes, (world * n,), generator=self._noise)[keep]
-        return z, y.to(device)
-
-    def _world(self) -> tuple[int, int]:
+        """Latents (and labels, if conditional) for this rank's n fakes of one update."""
         trainer = self._trainer
-        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+        world, rank = (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+        return self.noise.draw(n, self.fixed_z.device, world, rank)
 
     def sample_y(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
         """Labels drawn uniformly over the classes, or None for an unconditional model."""
@@ -157,17 +134,6 @@ class GANSystem(L.LightningModule):
         device = self.fixed_z.device if generator is None else generator.device
         y = torch.randint(self.n_classes, (n,), device=device, generator=generator)
         return y.to(self.fixed_z.device)
-
-    def _fixed_inputs(self, n_fixed: int, seed: int) -> tuple[Tensor, Tensor | None]:
-        """The grid's noise; for a conditional model, one row per class (ceil(n_fixed /
-        n_classes) columns) where each column repeats one z, so a row shows the class and a
-        column the style."""
-        g = torch.Generator().manual_seed(seed)
-        if self.n_classes is None:
-            return torch.randn(n_fixed, self.G.z_dim, generator=g), None
-        columns = -(-n_fixed // self.n_classes)
-        z = torch.randn(columns, self.G.z_dim, generator=g).repeat(self.n_classes, 1)
-        return z, torch.arange(self.n_classes).repeat_interleave(columns)
 
     @torch.no_grad()
     def generate(self, z: Tensor, y: Tensor | None = None, ema: bool = True) -> Tensor:
@@ -220,7 +186,7 @@ class GANSystem(L.LightningModule):
                 d_terms = {"train/d_adv": d_adv, **penalties}
                 if isinstance(d_aux, Tensor):
                     d_terms["train/d_aux"] = d_aux
-                if not self._finite(d_loss, "d_loss"):
+                if not self._applies(d_loss, "d_loss"):
                     return
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(d_loss)
@@ -233,14 +199,14 @@ class GANSystem(L.LightningModule):
             g_real = self._d(reals[-1], labels[-1])[0] if self.loss.generator_needs_real else None
             # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
             g_loss = self.loss.generator(g_fake, g_real) + self._aux_loss(c_fake, y_fake)
-            if not self._finite(g_loss, "g_loss"):
+            if not self._applies(g_loss, "g_loss"):
                 return
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
 
         self.iteration += 1
-        self.consecutive_skips = 0
+        self.nan_guard.completed()
         self._update_ema()
         self._step_lr_decay()
         if self.iteration % self.hparams.log_every == 0 or self.iteration == 1:
@@ -257,43 +223,20 @@ class GANSystem(L.LightningModule):
         if self.max_iters is not None and self.iteration >= self.max_iters:
             self.trainer.should_stop = True
 
-    def _finite(self, loss: Tensor, name: str) -> bool:
-        """Whether to apply the update of `loss`. A NaN/inf loss (on any rank) stops the run
-        before the step (the weights never take a NaN step, though they may have diverged to huge
-        finite values before: train.py says what the checkpoints hold); with nan_policy=skip the
-        rest of this iteration is dropped instead (not counted), up to system.max_skips in all or
-        system.max_consecutive_skips in a row, after which the run stops the same way."""
-        finite = bool(torch.isfinite(loss.detach()).all())  # one host sync per update
+    def _applies(self, loss: Tensor, name: str) -> bool:
+        """Whether to apply the update of `loss`, as the NaN guard rules (it raises to stop)."""
+        skipped = self.nan_guard.skipped
+        try:
+            return self.nan_guard.allows(loss, name, self.iteration + 1, self._on_all_ranks)
+        finally:
+            if self.nan_guard.skipped > skipped:  # logged even when this skip ends the run
+                self.log_iteration_metrics({"train/skipped_updates": float(skipped + 1)})
+
+    def _on_all_ranks(self, verdict: bool) -> bool:
         trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            # All ranks must take the same branch, or the others would wait in the all-reduce.
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            return True
-        value = float(loss.detach())
-        if self.hparams.nan_policy == "skip":
-            self.skipped_updates += 1
-            self.consecutive_skips += 1
-            self.log_iteration_metrics({"train/skipped_updates": float(self.skipped_updates)})
-            hp = self.hparams
-            if self.consecutive_skips >= hp.max_consecutive_skips:
-                bound = (
-                    f"{self.consecutive_skips} attempts in a row at iteration {self.iteration + 1} "
-                    f"(system.max_consecutive_skips={hp.max_consecutive_skips})"
-                )
-            elif self.skipped_updates >= hp.max_skips:
-                bound = f"{self.skipped_updates} times in all (system.max_skips={hp.max_skips})"
-            else:
-                return False
-            raise NonFiniteLossError(
-                f"train/{name} became {value} {bound}, so the run stopped instead of skipping "
-                f"on: the training has diverged. {NAN_REMEDIES}"
-            )
-        raise NonFiniteLossError(
-            f"train/{name} became {value} in iteration {self.iteration + 1}; stopped before "
-            f"that update. {NAN_REMEDIES}, or set system.nan_policy=skip to drop such updates "
-            "and go on"
-        )
+        if trainer is None or trainer.world_size == 1:
+            return verdict
+        return trainer.strategy.reduce_boolean_decision(verdict, all=True)
 
     def _real_labels(self, batch: dict[str, Tensor], n: int) -> list[Tensor | None]:
         if self.n_classes is None:
@@ -380,15 +323,6 @@ class GANSystem(L.LightningModule):
             for scheduler in self.lr_schedulers():
                 scheduler.step()
 
-    def on_fit_start(self) -> None:
-        # The batch size is the data's business: check it against D's pack size before step 1.
-        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
-        if batch_size is not None and batch_size % self.pack:
-            raise ConfigError(
-                f"data.batch_size={batch_size} is not divisible by model.pack={self.pack}: D "
-                f"judges packs of {self.pack} samples; set data.batch_size to a multiple of it"
-            )
-
     def on_train_start(self) -> None:
         if self._pending_rng is not None:
             # Restored here, after Lightning has built the loaders, so that nothing between the
@@ -399,66 +333,25 @@ class GANSystem(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ganforge"] = {
-            "iteration": self.iteration,
-            "generator": describe_network(self.G),
-            "discriminator": describe_network(self.D),
-            "loss": self.loss.name,
-            "has_ema": self.G_ema is not None,
-            "conditional": self.hparams.conditional,
-            "n_classes": self.n_classes,
-            "meta": self.hparams.meta or {},
-            # Exact resume: the noise stream and the global RNGs (DiffAugment, dropout, flips).
-            "noise_rng": self._noise.get_state(),
-            # A resumed run continues the same W&B run (train.py reads this back).
-            "wandb_run_id": next((str(lg.version) for lg in self.loggers if _is_wandb(lg)), None),
-            "rng": get_rng_states(),
-        }
+        checkpoint[RECORD_KEY] = write_record(
+            self.G,
+            self.D,
+            iteration=self.iteration,
+            loss=self.loss.name,
+            has_ema=self.G_ema is not None,
+            conditional=self.hparams.conditional,
+            n_classes=self.n_classes,
+            meta=self.hparams.meta or {},
+            noise_rng=self.noise.get_state(),
+            loggers=self.loggers,
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record = checkpoint.get("ganforge", {})
+        record = checkpoint.get(RECORD_KEY, {})
         self.iteration = int(record.get("iteration", 0))
         if "noise_rng" in record:  # checkpoints from before exact resume lack it
-            self._noise.set_state(record["noise_rng"])
+            self.noise.set_state(record["noise_rng"])
         self._pending_rng = record.get("rng")
-
-
-def _is_wandb(logger: Any) -> bool:
-    return type(logger).__name__ == "WandbLogger"
-
-
-def get_rng_states() -> dict[str, Any]:
-    """torch (CPU and, when there is CUDA, every visible GPU), numpy and python RNG states as
-    tensors and primitives (weights_only-safe)."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        # Dropout, DiffAugment and flips on a GPU draw from its own generator.
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    n = states["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    cuda = states.get("cuda")  # absent when saved without CUDA (or before CUDA states were saved)
-    if cuda and torch.cuda.is_available():
-        # As many devices as both machines have; a resume on fewer GPUs restores those it has.
-        for device, state in enumerate(cuda[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(state, device)
 
 
 def linear_decay(start: int, end: int) -> Callable[[int], float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ganforge.preflight import (
     check_ckpt_path,
     check_config,
     check_loggers,
+    check_moved_overrides,
     check_outputs,
     source_key,
 )
@@ -64,22 +66,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
 
-    # n_critic D updates each consume a fresh real batch, so one loader batch holds n_critic.
-    # The training order is seeded by the run's seed; the data's own `seed` draws toy datasets.
-    datamodule = build(cfg.data, batches_per_step=cfg.system.n_critic, shuffle_seed=cfg.seed)
-    data_args = OmegaConf.to_container(cfg.data, resolve=True)
-    meta = {
-        "data": cfg.data.name,
-        "channels": cfg.data.channels,
-        "image_size": cfg.data.image_size,
-        "n_classes": cfg.data.get("n_classes"),
-        "model": cfg.model.name,
-        # The data arguments, without `_target_`: ganforge-eval rebuilds the reference dataset
-        # from its own conf/data/<name>.yaml and these values, never from a stored target.
-        "data_args": {k: v for k, v in data_args.items() if k != "_target_"},
-    }
     # _convert_="all": optimizer kwargs become plain lists/dicts, which load with weights_only.
-    system = build(cfg.system, meta=meta, _convert_="all")
+    system: GANSystem = build(cfg.system, meta=run_meta(cfg), _convert_="all")
+    # system.n_critic D updates each take a fresh real batch, so one loader batch holds n_critic
+    # (the system has checked the value). The training order is seeded by the run's seed; the
+    # data's own `seed` draws toy datasets.
+    datamodule = build(cfg.data, batches_per_step=system.n_critic, shuffle_seed=cfg.seed)
+    _check_pack(datamodule.batch_size, system.pack)
     record = _check_resume(cfg, ckpt_path, system) if ckpt_path else {}
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         # Read the data now rather than at fit (setup caches it): a missing or malformed dataset
@@ -125,6 +118,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["train/iterations"] = system.iteration
     metrics["output_dir"] = str(out)
     return metrics
+
+
+def run_meta(cfg: DictConfig) -> dict[str, Any]:
+    """What the run was trained on, as the checkpoint record keeps it (plain data)."""
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    return {
+        "data": cfg.data.name,
+        "channels": cfg.data.channels,
+        "image_size": cfg.data.image_size,
+        "n_classes": cfg.data.get("n_classes"),
+        "model": cfg.model.name,
+        # The data arguments, without `_target_`: ganforge-eval rebuilds the reference dataset
+        # from its own conf/data/<name>.yaml and these values, never from a stored target.
+        "data_args": {k: v for k, v in data_args.items() if k != "_target_"},
+    }
+
+
+def _check_pack(batch_size: int, pack: int) -> None:
+    """D judges packs of `pack` samples (PacGAN): every batch must split into whole packs."""
+    if batch_size % pack:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is not divisible by model.pack={pack}: D "
+            f"judges packs of {pack} samples; set data.batch_size to a multiple of it"
+        )
 
 
 def prepare_evaluation(callbacks: list[Any], datamodule: Any) -> None:
@@ -266,6 +283,11 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 
 
 def main() -> None:
+    try:
+        check_moved_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"ConfigError: {err}", file=sys.stderr)  # Hydra has not set up logging yet
+        sys.exit(2)
     run_hydra_main(_hydra_main)
 
 

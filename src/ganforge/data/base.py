@@ -96,7 +96,8 @@ class InMemoryDataModule(L.LightningDataModule):
         Args:
             batch_size: samples per discriminator step.
             batches_per_step: the loader yields `batch_size * batches_per_step` samples, because
-                the GAN system splits one loader batch into `n_critic` discriminator chunks.
+                the GAN system splits one loader batch into its `n_critic` discriminator chunks
+                (train.py passes `system.n_critic`; it is not a data setting).
             flip: random horizontal flip per sample (images only), applied on the device.
             num_workers, drop_last: passed to the DataLoader.
             name: a label for logs and run directories (defaults to the dataset's own).
@@ -109,7 +110,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if name is not None:
             self.name = name
         check_int("data.batch_size", batch_size)
-        check_int("data.batches_per_step", batches_per_step)
+        check_int("batches_per_step", batches_per_step)
         check_int("data.num_workers", num_workers, minimum=0)
         check_bool("data.flip", flip)
         check_bool("data.drop_last", drop_last)
@@ -185,9 +186,9 @@ class InMemoryDataModule(L.LightningDataModule):
         loader_batch = self.batch_size * self.batches_per_step
         if self.drop_last and len(x) < loader_batch:
             raise ConfigError(
-                f"data.batch_size*data.batches_per_step={loader_batch} is more than the "
-                f"{len(x)} training samples of data={self.name}, so every batch would be dropped; "
-                f"lower data.batch_size or set data.drop_last=false"
+                f"data.batch_size*system.n_critic={loader_batch} is more than the {len(x)} "
+                f"training samples of data={self.name}, so every batch would be dropped; lower "
+                "data.batch_size or system.n_critic, or set data.drop_last=false"
             )
         # Our own sampler shards by rank (the trainer configs set use_distributed_sampler=false)
         # and resumes mid-epoch; its order depends only on (shuffle_seed, epoch).
