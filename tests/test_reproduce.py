@@ -4,6 +4,7 @@ the faithful PacGAN grid recipe learning where the old networks did not."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -15,9 +16,20 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_train
+from conftest import compose_train, write_cifar
 from ganforge import checkpoint
-from ganforge.reproduce import Variant, _row, evaluate_run, main, parse_args, resume_point
+from ganforge.errors import ConfigError
+from ganforge.reproduce import (
+    Variant,
+    _row,
+    evaluate_run,
+    main,
+    paper_samples,
+    parse_args,
+    protocol_of,
+    resume_point,
+)
+from ganforge.train import config_dir
 
 # Tiny networks and data: the harness's code path, not the paper's numbers.
 TINY = [
@@ -170,6 +182,71 @@ def test_reproduce_resumes_a_killed_run_and_writes_the_table(tmp_path: Path) -> 
     again = run_cli(*args, timeout=300)  # everything done: nothing retrained
     assert again.returncode == 0 and "done earlier" in again.stderr
     assert (seed0 / "train.log").read_text() == log
+
+
+def test_image_protocol_names_each_metrics_paper_sample_count() -> None:
+    cfg = OmegaConf.create(
+        {"data": {"channels": 3},
+         "paper": {"protocol": {"n_samples": {"val/is": 50000, "val/fid": 5000}}}}
+    )  # fmt: skip
+    protocol = protocol_of(cfg)
+    assert protocol is not None and paper_samples(protocol, "val/fid") == 5000
+    assert paper_samples(protocol, "val/kid") is None  # the paper did not compute it
+    row = _row(variant(), "val/fid", [(0, 90.0)], {250}, {"mean": 21.7, "err": 0.21}, 2, 50000,
+               protocol)  # fmt: skip
+    assert "['250'] samples vs the paper's 5000" in row["note"]
+    for bad in ({"val/fid": 0}, {"val/fid": "many"}):
+        cfg.paper.protocol.n_samples = bad
+        with pytest.raises(ConfigError, match=r"paper\.protocol\.n_samples\.val/fid="):
+            protocol_of(cfg)
+    mixture = OmegaConf.create(
+        {"data": {"channels": None}, "paper": {"protocol": {"n_samples": {"val/x": 1}}}}
+    )
+    with pytest.raises(ConfigError, match="must be one count for a 2-D mixture"):
+        protocol_of(mixture)
+
+
+# The CIFAR-10 presets at paper length need a GPU and hours; here the harness runs each one for
+# two iterations on a fake CIFAR-10 (the code path: compose, train, evaluate, table), at the
+# preset's own networks and losses, with a tiny evaluation.
+CIFAR_PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("*cifar10.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", CIFAR_PRESETS)
+def test_cifar_presets_run_through_the_harness(tmp_path: Path, preset: str) -> None:
+    write_cifar(tmp_path / "data", 16)
+    done = run_cli(
+        f"experiment={preset}",
+        "seeds=1",
+        "budget=2",
+        "threads=2",
+        f"out={tmp_path / 'out'}",
+        f"data.root={tmp_path / 'data'}",
+        "data.download=false",
+        "data.batch_size=4",
+        "metrics.names=[fid]",
+        "callbacks.evaluation.evaluator.n_samples=8",
+        "callbacks.evaluation.evaluator.reference_count=8",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        "callbacks.samples=null",
+        "callbacks.plots=null",
+        "trainer.enable_progress_bar=false",
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (table,) = (tmp_path / "out" / preset).glob("table_*.json")
+    summary = json.loads(table.read_text())
+    rows = {r["metric"]: r for r in summary["rows"]}
+    fid = rows["val/fid"]
+    assert fid["n"] == 1 and fid["iterations"] == 2 and fid["n_samples"] == [8]
+    assert math.isfinite(fid["mean"])
+    paper = OmegaConf.load(config_dir() / "experiment" / f"{preset}.yaml").get("paper")
+    if paper is not None:  # every number the preset quotes is a row, measured or not
+        quoted = {m for v in paper.variants for m in v.metrics}
+        assert quoted <= set(rows)
+        if "val/fid" in quoted:
+            assert fid["paper_mean"] is not None and "not comparable" in fid["note"]
 
 
 def test_preset_variants_compose(tmp_path: Path) -> None:

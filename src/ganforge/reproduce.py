@@ -189,21 +189,45 @@ def _compose(experiment: str, overrides: list[str]) -> DictConfig:
 
 
 def protocol_of(cfg: DictConfig) -> dict[str, Any] | None:
-    """The preset's `paper.protocol` for 2-D mixtures, checked; None when it has none."""
+    """The preset's `paper.protocol`, checked; None when it has none.
+
+    2-D mixtures: `n_samples` (one count), `min_per_mode`, `sigmas`, `ema` — the harness samples
+    the final checkpoint itself. Image presets: `n_samples` is one count or a mapping from metric
+    to the count the paper computed it on (IS and FID often differ, e.g. 50,000 and 5,000); the
+    harness reads the run's own evaluation and says when its sample count differs."""
     protocol = OmegaConf.select(cfg, "paper.protocol")
     if protocol is None:
         return None
     p = OmegaConf.to_container(protocol, resolve=True)
     assert isinstance(p, dict)
-    for key in ("n_samples", "min_per_mode"):
-        if isinstance(p.get(key), bool) or not isinstance(p.get(key), int) or p[key] < 1:
-            raise ConfigError(f"paper.protocol.{key}={p.get(key)!r} must be a positive integer")
+    counts = p.get("n_samples")
+    for key, value in counts.items() if isinstance(counts, dict) else [("", counts)]:
+        _check_count(f"paper.protocol.n_samples{'.' + key if key else ''}", value)
+    if cfg.data.get("channels") is not None:
+        return p
+    if isinstance(counts, dict):
+        raise ConfigError(
+            "paper.protocol.n_samples must be one count for a 2-D mixture (the harness draws "
+            f"that many points for every metric), not {counts}"
+        )
+    _check_count("paper.protocol.min_per_mode", p.get("min_per_mode"))
     if p.get("sigmas", MODE_STATS_SIGMAS) != MODE_STATS_SIGMAS:
         raise ConfigError(
             f"paper.protocol.sigmas={p['sigmas']} but ganforge's mode metric counts a point as "
             f"high quality within {MODE_STATS_SIGMAS} std (metrics/toy2d.py); set sigmas: 3"
         )
     return p
+
+
+def _check_count(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be a positive integer")
+
+
+def paper_samples(protocol: dict[str, Any], metric: str) -> int | None:
+    """How many samples the paper computed `metric` on, when the preset says."""
+    counts = protocol.get("n_samples")
+    return counts.get(metric) if isinstance(counts, dict) else counts
 
 
 # --- running one seed -----------------------------------------------------------------------------
@@ -455,7 +479,7 @@ def _row(
             notes.append(
                 f"not comparable: {iterations:,} of the paper's {paper_iters:,} iterations"
             )
-        want = protocol.get("n_samples")
+        want = paper_samples(protocol, name)
         if want and samples != {want}:
             notes.append(
                 f"not comparable: {sorted(map(str, samples))} samples vs the paper's {want}"
