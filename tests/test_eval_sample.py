@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import compose_train
 from ganforge import checkpoint as ckpt_mod
 from ganforge.errors import CheckpointError, ConfigError
-from ganforge.metrics.inception import default_weights_path
+from ganforge.metrics.weights import default_weights_path
 from ganforge.train import config_dir, train
 
 needs_weights = pytest.mark.skipif(
@@ -125,13 +125,13 @@ def test_a_huge_record_is_refused_before_anything_is_allocated(
 
 
 def test_a_long_evaluation_logs_progress_with_an_estimate(monkeypatch, caplog) -> None:
-    from ganforge import evaluation
+    from ganforge.evaluation import runner
 
     clock = iter(range(0, 1000, 6))  # every batch takes 6 "seconds"
-    monkeypatch.setattr(evaluation.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
     batches = (torch.zeros(10, 1) for _ in range(10))
     with caplog.at_level("INFO", logger="ganforge"):
-        assert len(list(evaluation._with_progress(batches, 100))) == 10
+        assert len(list(runner._with_progress(batches, 100))) == 10
     lines = [r.getMessage() for r in caplog.records]
     # Quiet for the first 10 s, then every tenth, with the time left; not at the end.
     assert lines[0] == "evaluation: 20/100 generated samples (12 s, about 48 s left)"
@@ -147,6 +147,8 @@ def test_absurd_evaluation_settings_are_refused_up_front() -> None:
         ({"batch_size": 0}, "metrics.batch_size=0"),
         ({"names": "fid"}, "metrics.names='fid' must be a list"),
         ({"reference_split": "val"}, "metrics.reference_split='val'"),
+        ({"mode_min_count": 0}, "metrics.mode_min_count=0 must be a positive integer"),
+        ({"kid_subset_size": 1}, "metrics.kid_subset_size=1"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             Evaluator(**kwargs)
@@ -249,7 +251,7 @@ def test_eval_command_runs_offline_and_reuses_reference_stats(
     smoke_ckpt: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from ganforge import eval as eval_mod
-    from ganforge.metrics import reference
+    from ganforge.evaluation import reference
 
     calls = []
     real_extract = reference.extract_features

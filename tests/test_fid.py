@@ -22,17 +22,17 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
 
 from ganforge.errors import ConfigError, GanforgeError
-from ganforge.metrics.evaluate import evaluate
-from ganforge.metrics.fid import FID, frechet_distance, gaussian_stats, inception_score
-from ganforge.metrics.inception import default_weights_path
-from ganforge.metrics.pr import precision_recall
-from ganforge.metrics.reference import (
+from ganforge.evaluation.reference import (
     ReferenceCacheWarning,
     ReferenceStats,
     cache_path,
     full_key,
     reference_features,
 )
+from ganforge.evaluation.scores import evaluate
+from ganforge.metrics.fid import FID, frechet_distance, gaussian_stats, inception_score
+from ganforge.metrics.pr import precision_recall
+from ganforge.metrics.weights import default_weights_path
 
 
 def scipy_frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
@@ -168,6 +168,7 @@ class FakeExtractor:
 
     num_features = 8
     has_logits = False
+    device = torch.device("cpu")
 
     def __init__(self, weights_sha256: str = "f" * 64) -> None:
         self.weights_sha256 = weights_sha256
@@ -188,6 +189,9 @@ class FakeExtractor:
         self.images_seen += images.shape[0]
         small = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4)
         return small.expand(-1, 3, -1, -1).flatten(1) @ self.projection, None
+
+    def to(self, device: torch.device | str) -> FakeExtractor:
+        return self
 
 
 def fake_images(n: int, seed: int, shift: int = 0) -> Tensor:
@@ -248,9 +252,17 @@ def test_corrupt_reference_cache_is_reported_and_recomputed(tmp_path: Path, dama
     assert images.calls == 2  # the rewritten file is trusted again
 
 
-def test_reference_count_must_match_images(tmp_path: Path) -> None:
+def test_reference_count_bounds_the_images(tmp_path: Path) -> None:
+    # The count is what was asked for: a smaller split gives fewer, never more.
     with pytest.raises(GanforgeError, match="count=64"):
-        reference_features(lambda: fake_images(10, 0), KEY, FakeExtractor(), tmp_path)
+        reference_features(lambda: fake_images(65, 0), KEY, FakeExtractor(), tmp_path)
+    with pytest.raises(GanforgeError, match="count=64"):
+        reference_features(lambda: fake_images(1, 0), KEY, FakeExtractor(), tmp_path)
+    assert reference_features(lambda: fake_images(10, 0), KEY, FakeExtractor(), tmp_path).path
+    with pytest.raises(ConfigError, match="count=1 must be"):
+        reference_features(
+            lambda: fake_images(1, 0), {**KEY, "count": 1}, FakeExtractor(), tmp_path
+        )
     with pytest.raises(ConfigError, match="split"):
         reference_features(lambda: fake_images(10, 0), {"dataset": "x"}, FakeExtractor(), tmp_path)
 
@@ -261,7 +273,7 @@ def toy_reference(tmp_path: Path) -> tuple[ReferenceStats, FakeExtractor]:
     return reference_features(lambda: fake_images(64, seed=0), KEY, net, tmp_path), net
 
 
-def test_evaluate_keys_protocol_and_fid_through_torchmetrics(toy_reference) -> None:
+def test_evaluate_keys_protocol_and_fid_of_the_cached_statistics(toy_reference) -> None:
     ref, net = toy_reference
     fake = fake_images(48, seed=1, shift=30)
     out = evaluate(fake, ref, net, ema=True, kid_subset_size=1000)
@@ -271,7 +283,8 @@ def test_evaluate_keys_protocol_and_fid_through_torchmetrics(toy_reference) -> N
     assert out["fid"] == pytest.approx(expected, rel=1e-6) and out["fid"] > 0.01
     protocol = out["protocol"]
     assert protocol["num_fake"] == 48 and protocol["reference_count"] == 64
-    assert protocol["ema"] is True and protocol["kid_subset_size"] == 48
+    # KID's subsets hold half of the smaller sample, so that they differ (see test_evaluation).
+    assert protocol["ema"] is True and protocol["kid_subset_size"] == 24
     assert protocol["weights_sha256"] == "f" * 64 and protocol["resize"] == "area4"
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in protocol.values())
 

@@ -21,19 +21,15 @@ from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from ganforge.data.base import to_uint8
 from ganforge.errors import ConfigError, GanforgeError
+from ganforge.evaluation.reference import reference_features
+from ganforge.evaluation.scores import evaluate
 from ganforge.metrics import fetch_inception
-from ganforge.metrics.evaluate import evaluate
+from ganforge.metrics.backbone import FC_KEYS, load_inception
 from ganforge.metrics.fid import FID
-from ganforge.metrics.inception import (
-    FC_KEYS,
-    InceptionFeatures,
-    default_weights_path,
-    load_inception,
-    quantize_uint8,
-    resolve_weights,
-)
-from ganforge.metrics.reference import reference_features
+from ganforge.metrics.inception import InceptionFeatures
+from ganforge.metrics.weights import default_weights_path, resolve_weights
 
 # ---------------------------------------------------------------- lookup (no weights needed)
 
@@ -64,14 +60,12 @@ def test_failed_download_becomes_one_clear_error_quickly(tmp_path, monkeypatch) 
     assert not any(tmp_path.rglob("*.pth"))
 
 
-def test_quantize_uint8_rounds() -> None:
+def test_the_protocols_quantization_rounds() -> None:
+    # data.base.to_uint8 is how the runner turns generated images into Inception's uint8 input
+    # (scores.QUANTIZATION); a second, unused quantize_uint8 lived here before.
     x = torch.tensor([-1.0, -0.999, 0.0, 0.999, 1.0, 1.5])
     expected = [0, 0, 128, 255, 255, 255]  # 127.5 rounds half to even: 128
-    assert quantize_uint8(x).tolist() == expected
-    assert quantize_uint8(torch.tensor([0.5 / 255, 1.0]), value_range=(0.0, 1.0)).tolist() == [
-        0,
-        255,
-    ]
+    assert to_uint8(x).tolist() == expected
 
 
 # ---------------------------------------------------------------- with weights
@@ -120,12 +114,15 @@ def test_extractor_contract(extractor: InceptionFeatures) -> None:
 
 
 def test_extractor_stays_out_of_checkpoints(extractor: InceptionFeatures) -> None:
-    assert extractor.state_dict() == {} and list(extractor.parameters()) == []
+    # A plain class: held by a module (a LightningModule, a callback), it is not a submodule, so
+    # its weights never reach a checkpoint and a parent's .train() / .half() never reach it.
+    assert not isinstance(extractor, torch.nn.Module)
     holder = torch.nn.Module()
-    holder.fid = FrechetInceptionDistance(feature=extractor)
+    holder.extractor = extractor
     holder.train()
-    assert not extractor.training and not extractor.net.training
-    assert not [k for k in holder.state_dict() if "Conv2d" in k or "Mixed" in k]
+    holder.half()
+    assert holder.state_dict() == {} and list(holder.parameters()) == []
+    assert not extractor.net.training and extractor.net.fc.weight.dtype == torch.float32
 
 
 def test_alternative_resize_needs_valid_options(weights: Path) -> None:
@@ -178,15 +175,29 @@ def test_bad_weights_files_are_reported(weights: Path, tmp_path: Path, damage: s
         load_inception(path)
 
 
-def test_usable_as_torchmetrics_feature(extractor: InceptionFeatures, tmp_path: Path) -> None:
+class AsFeature(torch.nn.Module):
+    """The extractor as torchmetrics' ``feature=`` (an nn.Module with ``num_features``)."""
+
+    def __init__(self, extractor: InceptionFeatures) -> None:
+        super().__init__()
+        self.extractor, self.num_features = extractor, extractor.num_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.extractor(images)
+
+
+def test_cached_statistics_give_torchmetrics_values(
+    extractor: InceptionFeatures, tmp_path: Path
+) -> None:
     # FID is torchmetrics' FrechetInceptionDistance but for compute() (checked against the stock
     # compute in test_fid, on small features: the stock one takes ~20-90 s at 2048-d on a CPU).
     real, fake = images(4, seed=5), images(4, seed=6, size=24)
-    fid = FID(feature=extractor)
+    fid = FID(feature=AsFeature(extractor))
     assert isinstance(fid, FrechetInceptionDistance)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # KID's "stores all features" notice
-        kid = KernelInceptionDistance(feature=extractor, subset_size=4, subsets=3)
+        # evaluate's subsets: half of each 4-image sample, 100 of them, drawn after seed 0.
+        kid = KernelInceptionDistance(feature=AsFeature(extractor), subset_size=2, subsets=100)
     for metric in (fid, kid):
         metric.update(real, real=True)
         metric.update(fake, real=False)
@@ -198,8 +209,11 @@ def test_usable_as_torchmetrics_feature(extractor: InceptionFeatures, tmp_path: 
     assert torch.allclose(fid.real_features_sum, ref.mean * 4)
     assert float(fid.compute()) == pytest.approx(result["fid"], rel=1e-6)
     assert result["fid"] > 1.0
-    # subset_size == n: every subset is the whole set, so KID is deterministic.
-    assert result["kid_mean"] == pytest.approx(float(kid.compute()[0]), rel=1e-4)
+    torch.manual_seed(0)
+    kid_mean, kid_std = kid.compute()
+    assert result["protocol"]["kid_subset_size"] == 2
+    assert result["kid_mean"] == pytest.approx(float(kid_mean), rel=1e-4)
+    assert result["kid_std"] == pytest.approx(float(kid_std), rel=1e-4) and kid_std > 0
 
 
 # ---------------------------------------------------------------- offline conversion

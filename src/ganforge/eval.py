@@ -22,16 +22,16 @@ from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.data.base import InMemoryDataModule
 from ganforge.errors import CheckpointError, ConfigError, check_bool
 from ganforge.evaluation import Evaluator
+from ganforge.evaluation.identity import LOADER_KEYS
 from ganforge.metrics.fetch_inception import ensure_weights
-from ganforge.metrics.inception import atomic_write_bytes
+from ganforge.metrics.files import atomic_write_bytes
 from ganforge.outputs import writable_file
 from ganforge.train import config_dir
 
 log = logging.getLogger("ganforge")
 
-# Data arguments never taken from a checkpoint: how the loader batches (irrelevant to the
-# reference images) and the label (the dataset's name is the conf/data option's own).
-LOADER_KEYS = frozenset({"batch_size", "batches_per_step", "num_workers", "drop_last", "flip"})
+# Data arguments never taken from a checkpoint: how the loader batches (LOADER_KEYS: irrelevant
+# to the reference images) and the label (the dataset's name is the conf/data option's own).
 # Bounds on a checkpoint's data values: a crafted n_samples or n_modes of 10**12 must not turn
 # into an allocation when the dataset is built. Real datasets have at most a few 100k images.
 MAX_DATA_INT = 10_000_000

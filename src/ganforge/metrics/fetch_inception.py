@@ -12,7 +12,7 @@ layers onto torch-fidelity's ``FeatureExtractorInceptionV3`` state-dict layout:
 
 Both networks use BN eps 1e-3 (TF's default; torch-fidelity's BasicConv2d), so no value changes.
 The result has no fc layer: FID, KID and P&R work, Inception Score needs the original
-torch-fidelity file (see ``ganforge.metrics.inception``). Caveat: at the default ``--out`` (the
+torch-fidelity file (see ``ganforge.metrics.backbone``). Caveat: at the default ``--out`` (the
 torch-fidelity cache path) the stock ``torchmetrics`` ``FrechetInceptionDistance(feature=2048)``
 and ``torch_fidelity.calculate_metrics`` also find this file and fail their strict load on the
 missing fc keys; ganforge's own extractor (``InceptionFeatures``) is what handles it.
@@ -38,17 +38,9 @@ import torch
 from torch import Tensor
 
 from ganforge.errors import GanforgeError
-from ganforge.metrics.inception import (
-    FC_KEYS,
-    atomic_write_bytes,
-    build_backbone,
-    default_weights_path,
-    file_sha256,
-    load_inception,
-    missing_weights_error,
-    resolve_weights,
-    torch_save_bytes,
-)
+from ganforge.metrics.backbone import FC_KEYS, build_backbone, load_inception
+from ganforge.metrics.files import atomic_write_bytes, file_sha256, torch_save_bytes
+from ganforge.metrics.weights import default_weights_path, missing_weights_error, resolve_weights
 
 log = logging.getLogger("ganforge")
 

@@ -1,14 +1,14 @@
 """One call from generated uint8 images to FID, KID, precision & recall and IS, with its protocol.
 
-Typical use (eval script or periodic-eval callback; build the extractor lazily there and keep it
-and the metrics *off* the LightningModule, so no Inception weights or metric state enter a
+Typical use (the evaluation runner, ``ganforge.evaluation.Evaluator``, does this; build the
+extractor lazily and keep it *off* the LightningModule, so no Inception weights enter a
 checkpoint):
 
     extractor = InceptionFeatures(cfg.metrics.inception_weights)        # once per process
     ref = reference_features(lambda: real_uint8_batches(), {"dataset": "cifar10", "split": "train",
                              "count": 10_000}, extractor, cache_dir)    # cached on disk
     out = evaluate(fake_uint8_batches, ref, extractor, ema=True)
-    # out == {"fid": .., "kid_mean": .., "kid_std": .., "precision": .., "recall": ..,
+    # out == {"fid": .., "kid_mean": .., ["kid_std": ..,] "precision": .., "recall": ..,
     #         ["is_mean": .., "is_std": ..,] "protocol": {...}}
 """
 
@@ -24,12 +24,15 @@ from torch import Tensor, nn
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganforge.errors import ConfigError, GanforgeError
-from ganforge.metrics.fid import FID, inception_score
-from ganforge.metrics.inception import QUANTIZATION, FeatureExtractor
+from ganforge.evaluation.reference import Images, ReferenceStats, extract_features
+from ganforge.metrics.fid import frechet_distance, gaussian_stats, inception_score
+from ganforge.metrics.inception import FeatureExtractor
 from ganforge.metrics.pr import precision_recall
-from ganforge.metrics.reference import Images, ReferenceStats, extract_features
 
 METRICS = ("fid", "kid", "pr", "is")
+# How generated float images become the uint8 the protocol is defined on: data.base.to_uint8
+# with rounding (truncation would bias every pixel down by half a level, which FID notices).
+QUANTIZATION = "uint8 = clamp(round((x - lo) / (hi - lo) * 255), 0, 255)"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Protocol:
     quantization: str
     ema: bool | None  # generator weights: EMA (True) or raw (False); filled by the caller
     kid_subsets: int
-    kid_subset_size: int
+    kid_subset_size: int  # the size used (see kid_subset_size), not the one asked for
     pr_k: int
     is_splits: int
     seed: int
@@ -56,9 +59,23 @@ class Protocol:
         return asdict(self)
 
 
+def kid_subset_for(requested: int, n_fake: int, n_real: int) -> int:
+    """KID's subset size: ``requested``, but at most half of the smaller set (and at least 2,
+    the unbiased MMD estimator's minimum).
+
+    KID is the mean of unbiased MMD² estimates over random subsets, its spread their standard
+    deviation (Bińkowski et al. 2018; their ``polynomial_mmd_averages`` draws each subset without
+    replacement). A subset as large as the set is the set itself: every estimate is then the
+    same and the "std" is rounding noise (~1e-7). At half the set two subsets share half their
+    points on average, so the estimates vary as the sample does. Drawing with replacement
+    instead (a bootstrap) would put duplicate points into the estimator's off-diagonal kernel
+    sums and bias KID upwards. Unchanged when both sets hold at least twice ``requested``.
+    """
+    return max(2, min(requested, n_fake // 2, n_real // 2))
+
+
 class _Precomputed(nn.Module):
-    """Identity "feature extractor": lets torchmetrics do FID/KID math on features we already
-    have, instead of running Inception once per metric."""
+    """Identity "feature extractor": torchmetrics' KID on features we already have."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -68,25 +85,11 @@ class _Precomputed(nn.Module):
         return features
 
 
-def torchmetrics_fid(fake_features: Tensor, reference: ReferenceStats) -> float:
-    """FID via (our compute-overriding subclass of) torchmetrics' FrechetInceptionDistance, its
-    real state seeded from the cached reference statistics."""
-    n, d = reference.num_samples, reference.mean.shape[0]
-    metric = FID(feature=_Precomputed(d), reset_real_features=False)
-    # Inverse of torchmetrics' compute(): cov = (cov_sum - n mean meanᵀ) / (n - 1).
-    mean = reference.mean.to(torch.float64)
-    metric.real_features_sum = mean * n
-    metric.real_features_cov_sum = reference.cov.to(torch.float64) * (n - 1) + n * torch.outer(
-        mean, mean
-    )
-    metric.real_features_num_samples = torch.tensor(n, dtype=torch.long)
-    metric.update(fake_features, real=False)
-    return float(metric.compute())
-
-
-def torchmetrics_kid(
+def kid(
     fake_features: Tensor, real_features: Tensor, subsets: int, subset_size: int, seed: int
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
+    """(mean, std) of torchmetrics' KID over ``subsets`` random subsets of ``subset_size``; the
+    std is None when it would measure nothing (one subset, or every subset the whole set)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(
@@ -98,7 +101,8 @@ def torchmetrics_kid(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mean, std = metric.compute()
-    return float(mean), float(std)
+    whole = subset_size >= max(len(fake_features), len(real_features))
+    return float(mean), None if subsets < 2 or whole else float(std)
 
 
 def _check_protocol(reference: ReferenceStats, extractor: FeatureExtractor) -> None:
@@ -131,9 +135,10 @@ def evaluate(
     ``metrics``: any of ``fid``, ``kid``, ``pr``, ``is``; default all, with ``is`` only when the
     extractor has logits (an explicit ``is`` without logits is an error: the converted weights
     from ganforge-fetch-inception have no fc layer). KID's subset size is
-    ``min(kid_subset_size, n_fake, n_real)``. Returns plain floats under ``fid``, ``kid_mean``,
-    ``kid_std``, ``precision``, ``recall``, ``is_mean``, ``is_std`` and the ``Protocol`` as a dict
-    under ``protocol``. ``ema``/``quantization`` describe how ``fake`` was made, for the record.
+    ``kid_subset_for(kid_subset_size, n_fake, n_real)``, recorded in the protocol. Returns plain
+    floats under ``fid``, ``kid_mean``, ``kid_std`` (left out when it measures nothing),
+    ``precision``, ``recall``, ``is_mean``, ``is_std`` and the ``Protocol`` as a dict under
+    ``protocol``. ``ema``/``quantization`` describe how ``fake`` was made, for the record.
     """
     if metrics is None:
         names = [m for m in METRICS if m != "is" or extractor.has_logits]
@@ -161,16 +166,17 @@ def evaluate(
         raise GanforgeError(
             f"precision & recall with k={pr_k} need more than {pr_k} images per set"
         )
-    subset = min(kid_subset_size, n_fake, reference.num_samples)
+    subset = kid_subset_for(kid_subset_size, n_fake, reference.num_samples)
     out: dict[str, Any] = {}
     if "fid" in names:
-        out["fid"] = torchmetrics_fid(features, reference)
+        # The cached (mean, cov) as they are; the real side first, as torchmetrics orders them.
+        out["fid"] = frechet_distance(reference.mean, reference.cov, *gaussian_stats(features))
     if "kid" in names:
-        out["kid_mean"], out["kid_std"] = torchmetrics_kid(
-            features, reference.features, kid_subsets, subset, seed
-        )
+        out["kid_mean"], kid_std = kid(features, reference.features, kid_subsets, subset, seed)
+        if kid_std is not None:
+            out["kid_std"] = kid_std
     if "pr" in names:
-        device = getattr(extractor, "device", "cpu")  # the GPU, when Inception runs on one
+        device = extractor.device  # the GPU, when Inception runs on one
         out["precision"], out["recall"] = precision_recall(
             reference.features.to(device), features.to(device), k=pr_k
         )

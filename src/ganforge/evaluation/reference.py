@@ -2,9 +2,10 @@
 
 A cache entry holds float64 mean and covariance (FID) and the float32 features themselves (KID,
 precision & recall need the points). Its file name carries a hash of everything that decides the
-numbers: the caller's key (dataset, split, count, and anything else it passes, e.g. image size)
-plus the extractor's protocol fields (backbone, resize, antialias, weights sha256). So a change of
-weights or resize never reuses stale statistics; it just computes a new entry.
+numbers: the caller's key (dataset, split, count, and whatever identifies the images: the runner
+passes the data's identity, see ``identity.py``) plus the extractor's protocol fields (backbone,
+resize, antialias, weights sha256). So a change of data, weights or resize never reuses stale
+statistics; it just computes a new entry. The key is all a lookup needs: a hit reads no image.
 
 Writes are atomic; a file that is unreadable, mislabelled, or fails its content checksum is
 reported with a ``ReferenceCacheWarning`` and recomputed, never trusted.
@@ -27,11 +28,14 @@ from torch import Tensor
 
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.metrics.fid import gaussian_stats
-from ganforge.metrics.inception import FeatureExtractor, atomic_write_bytes, torch_save_bytes
+from ganforge.metrics.files import atomic_write_bytes, torch_save_bytes
+from ganforge.metrics.inception import FeatureExtractor
 
 # uint8 (N, C, H, W) images, whole or as an iterable of batches.
 Images = Tensor | Iterable[Tensor]
-CACHE_FORMAT = 1
+# 2: `count` is the number asked for (None: all), no longer the number of images loaded, so a
+# lookup needs no image; entries written under format 1 are simply never found.
+CACHE_FORMAT = 2
 REQUIRED_KEYS = ("dataset", "split", "count")
 
 
@@ -79,6 +83,9 @@ def full_key(key: Mapping[str, Any], extractor: FeatureExtractor) -> dict[str, A
     missing = [k for k in REQUIRED_KEYS if k not in key]
     if missing:
         raise ConfigError(f"reference key {dict(key)} lacks {missing}; it needs {REQUIRED_KEYS}")
+    count = key["count"]
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 2):
+        raise ConfigError(f"reference key count={count!r} must be an integer >= 2 or None (all)")
     clash = sorted(set(key) & set(extractor.protocol_fields()))
     if clash:
         raise ConfigError(f"reference key fields {clash} are set by the extractor; drop them")
@@ -98,9 +105,8 @@ def cache_path(key: Mapping[str, Any], cache_dir: str | os.PathLike[str]) -> Pat
     def slug(v: Any) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(v))[:40]
 
-    return (
-        Path(cache_dir) / f"{slug(key['dataset'])}-{slug(key['split'])}-n{key['count']}-{digest}.pt"
-    )
+    count = "all" if key["count"] is None else key["count"]
+    return Path(cache_dir) / f"{slug(key['dataset'])}-{slug(key['split'])}-n{count}-{digest}.pt"
 
 
 def _checksum(mean: Tensor, cov: Tensor, features: Tensor) -> str:
@@ -108,6 +114,12 @@ def _checksum(mean: Tensor, cov: Tensor, features: Tensor) -> str:
     for t in (mean, cov, features):
         digest.update(t.contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _fits(n: int, key: Mapping[str, Any]) -> bool:
+    """Can `n` images be what `key` asked for? `count` is an upper bound: a split smaller than
+    the count asked for gives all it has."""
+    return n >= 2 and (key["count"] is None or n <= key["count"])
 
 
 def _load(path: Path, key: dict[str, Any], num_features: int) -> ReferenceStats:
@@ -121,10 +133,11 @@ def _load(path: Path, key: dict[str, Any], num_features: int) -> ReferenceStats:
     mean, cov, feats = blob.get("mean"), blob.get("cov"), blob.get("features")
     if not all(isinstance(t, Tensor) for t in (mean, cov, feats)):
         raise ValueError("tensors missing")
-    n, d = key["count"], num_features
-    if mean.shape != (d,) or cov.shape != (d, d) or feats.shape != (n, d):
+    d, n = num_features, feats.shape[0] if feats.dim() == 2 else -1
+    if mean.shape != (d,) or cov.shape != (d, d) or feats.shape != (n, d) or not _fits(n, key):
         raise ValueError(
-            f"shapes {mean.shape} {cov.shape} {feats.shape} ≠ ({d},) ({d}, {d}) ({n}, {d})"
+            f"shapes {mean.shape} {cov.shape} {feats.shape} ≠ ({d},) ({d}, {d}) (N, {d}) with "
+            f"2 <= N <= count={key['count']}"
         )
     if blob.get("checksum") != _checksum(mean, cov, feats):
         raise ValueError("content checksum mismatch")
@@ -141,8 +154,9 @@ def reference_features(
 
     ``images_fn()`` returns the real uint8 images (a tensor or an iterable of batches) and is only
     called on a cache miss, so loading a dataset costs nothing once its statistics exist. ``key``
-    needs ``dataset``, ``split`` and ``count`` (the number of images ``images_fn`` yields; checked),
-    plus any other primitives that change the images (image size, subset seed, ...).
+    needs ``dataset``, ``split`` and ``count`` (the number of images asked for, None for all;
+    ``images_fn`` may yield fewer when the split is smaller, never more: checked), plus any other
+    primitives that change the images (data arguments, file fingerprint, subset seed, ...).
     """
     fkey = full_key(key, extractor)
     path = cache_path(fkey, cache_dir if cache_dir is not None else default_cache_dir())
@@ -156,10 +170,10 @@ def reference_features(
                 stacklevel=2,
             )
     features, _ = extract_features(images_fn(), extractor)
-    if features.shape[0] != fkey["count"] or features.shape[0] < 2:
+    if not _fits(features.shape[0], fkey):
         raise GanforgeError(
             f"reference key says count={fkey['count']} but the images gave {features.shape[0]}; "
-            f"the count must match the images (and be >= 2)"
+            f"there must be at least 2 and no more than the count"
         )
     mean, cov = gaussian_stats(features)
     blob = {

@@ -1,31 +1,41 @@
-"""Evaluation of a generator against a dataset: Inception metrics for images, mode coverage for
-2-D mixtures. Shared by the periodic-evaluation callback and `ganforge-eval`.
+"""The evaluation runner: a generator against a dataset, Inception metrics for images, mode
+coverage for 2-D mixtures. Shared by the periodic-evaluation callback and `ganforge-eval`.
 
 The Inception extractor is built lazily and held here, never by GANSystem, so no Inception weights
-or metric state ever enter a training checkpoint.
+or metric state ever enter a training checkpoint. The reference statistics are looked up by the
+data's identity (`identity.py`) before any real image is read; only a miss loads the split.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor
 
 from ganforge.data.base import SPLITS, InMemoryDataModule, to_uint8
 from ganforge.errors import ConfigError, check_bool, check_int
-from ganforge.metrics.evaluate import METRICS, evaluate
-from ganforge.metrics.inception import RESIZE_MODES, InceptionFeatures
-from ganforge.metrics.reference import reference_features
-from ganforge.metrics.toy2d import mode_stats
+from ganforge.evaluation.identity import data_identity
+from ganforge.evaluation.reference import ReferenceStats, full_key, reference_features
+from ganforge.evaluation.scores import METRICS, evaluate
+from ganforge.metrics.inception import RESIZE_MODES, FeatureExtractor, InceptionFeatures
+from ganforge.metrics.toy2d import DEFAULT_SHARE, QUALITY_SIGMAS, mode_stats
 
 log = logging.getLogger("ganforge")
 
 Generate = Callable[[Tensor, Tensor | None], Tensor]  # (z, labels) -> samples in [-1, 1]
+
+
+class Mixture2D(Protocol):
+    """What mode coverage needs of a 2-D dataset (ganforge's toy mixtures)."""
+
+    modes: Tensor  # (k, 2) mode centres
+    std: float  # each mode's standard deviation
 
 
 # Generated samples per evaluation at most: 4x the 50k of paper FIDs. Beyond it the stored
@@ -49,10 +59,21 @@ class Evaluator:
         resize: str = "tf1_bilinear",
         antialias: bool = False,
         seed: int = 0,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        mode_min_count: int | None = None,
         key: str = "metrics",
+        extractor: FeatureExtractor | None = None,
     ) -> None:
         """`key` is where these settings live in the config the user edits (`metrics` for
-        ganforge-eval), so a bad value is reported as the key the user typed."""
+        ganforge-eval), so a bad value is reported as the key the user typed.
+
+        `kid_subset_size` is an upper bound: KID draws subsets of at most half of each sample
+        (see `scores.kid_subset_for`). `mode_min_count` (2-D mixtures): the high-quality points a
+        mode needs to count as captured; None keeps the VEEGAN/PacGAN share, a fifth of the
+        uniform share n/k (20 of 2,500 samples on 25 modes). `extractor`: a ready feature
+        extractor (a test's fake, or one shared between evaluators); None builds the Inception
+        extractor from these settings on first use."""
         if isinstance(names, str) or not all(isinstance(n, str) for n in names) or not names:
             raise ConfigError(
                 f"{key}.names={names!r} must be a list, e.g. {key}.names=[fid,kid,pr]"
@@ -77,6 +98,18 @@ class Evaluator:
             raise ConfigError(f"{key}.resize={resize!r} must be one of {list(RESIZE_MODES)}")
         check_bool(f"{key}.antialias", antialias)
         check_int(f"{key}.seed", seed, minimum=0)
+        check_int(f"{key}.kid_subsets", kid_subsets)
+        check_int(f"{key}.kid_subset_size", kid_subset_size, minimum=2)
+        if mode_min_count is not None and (
+            isinstance(mode_min_count, bool)
+            or not isinstance(mode_min_count, int)
+            or mode_min_count < 1
+        ):
+            raise ConfigError(
+                f"{key}.mode_min_count={mode_min_count!r} must be a positive integer (the "
+                f"high-quality points a mode needs, e.g. 1 as in PacGAN) or null (a fifth of "
+                f"the uniform share per mode)"
+            )
         for name, value in (("inception_weights", inception_weights), ("cache_dir", cache_dir)):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{key}.{name}={value!r} must be a path or null")
@@ -89,9 +122,14 @@ class Evaluator:
             antialias,
             seed,
         )
-        self._extractor: InceptionFeatures | None = None
+        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+        self.mode_min_count = mode_min_count
+        self._extractor = extractor
+        # The last reference statistics, by full key: periodic evaluations in one run reuse them
+        # without re-reading the cache file (a changed key simply misses).
+        self._reference: tuple[dict[str, Any], ReferenceStats] | None = None
 
-    def extractor(self, device: torch.device) -> InceptionFeatures:
+    def extractor(self, device: torch.device) -> FeatureExtractor:
         if self._extractor is None:
             self._extractor = InceptionFeatures(
                 self.inception_weights,
@@ -125,21 +163,63 @@ class Evaluator:
         device = torch.device(device)
         if not datamodule.is_image:
             fake = torch.cat(list(self.fake_batches(generate, z_dim, n_classes, device)))
-            return mode_stats(fake, datamodule.modes, datamodule.std)
+            return self.mode_coverage(fake, cast(Mixture2D, datamodule))
         extractor = self.extractor(device)
-        real = datamodule.real_samples(self.reference_count, self.reference_split, self.seed)
-        key = {
-            "dataset": datamodule.name,
-            "split": self.reference_split,
-            "count": int(real.shape[0]),
-            "image_size": datamodule.image_size,
-            # The images themselves, hashed: a changed root, subset or holdout is a new reference.
-            "images_sha1": hashlib.sha1(real.contiguous().numpy().tobytes()).hexdigest(),
-        }
-        reference = reference_features(lambda: real, key, extractor, self.cache_dir)
+        reference = self.reference(datamodule, extractor)
         fake = (to_uint8(x).cpu() for x in self.fake_batches(generate, z_dim, n_classes, device))
         fake = _with_progress(fake, self.n_samples)
-        return evaluate(fake, reference, extractor, self.names, ema=ema, seed=self.seed)
+        return evaluate(
+            fake,
+            reference,
+            extractor,
+            self.names,
+            ema=ema,
+            kid_subsets=self.kid_subsets,
+            kid_subset_size=self.kid_subset_size,
+            seed=self.seed,
+        )
+
+    def reference(
+        self, datamodule: InMemoryDataModule, extractor: FeatureExtractor
+    ) -> ReferenceStats:
+        """The real split's statistics: looked up by the data's identity, so a cache hit reads
+        no image; only a miss loads the split (and, for data without a readable identity, every
+        evaluation loads it to hash the pixels, as correct and as slow as no cache)."""
+        key: dict[str, Any] = {
+            "dataset": datamodule.name,
+            "split": self.reference_split,
+            "count": self.reference_count,
+            "seed": self.seed,  # which subset real_samples draws
+        }
+        identity = data_identity(datamodule)
+        if identity is not None:
+            key.update(identity)
+        else:
+            real = self._real(datamodule)
+            key["images_sha1"] = hashlib.sha1(real.contiguous().numpy().tobytes()).hexdigest()
+        if self._reference is not None and self._reference[0] == full_key(key, extractor):
+            return self._reference[1]
+        stats = reference_features(lambda: self._real(datamodule), key, extractor, self.cache_dir)
+        self._reference = (stats.key, stats)
+        return stats
+
+    def _real(self, datamodule: InMemoryDataModule) -> Tensor:
+        return datamodule.real_samples(self.reference_count, self.reference_split, self.seed)
+
+    def mode_coverage(self, fake: Tensor, datamodule: Mixture2D) -> dict[str, Any]:
+        """Mode coverage of 2-D samples, with the criterion it used under `protocol`."""
+        n, k = fake.shape[0], len(datamodule.modes)
+        stats: dict[str, Any] = mode_stats(
+            fake, datamodule.modes, datamodule.std, min_count=self.mode_min_count
+        )
+        stats["protocol"] = {
+            "num_fake": n,
+            "quality_sigmas": QUALITY_SIGMAS,
+            # mode_stats' default share as the count it amounts to at this n (counts are whole).
+            "mode_min_count": self.mode_min_count or math.ceil(DEFAULT_SHARE * n / k),
+            "seed": self.seed,
+        }
+        return stats
 
 
 def _with_progress(batches: Iterator[Tensor], total: int) -> Iterator[Tensor]:
