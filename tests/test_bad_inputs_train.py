@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from conftest import compose_train
+from ganforge.errors import ConfigError
 from ganforge.train import train
 
 TESTS = Path(__file__).parent
@@ -318,3 +319,14 @@ def test_sweep_reports_each_bad_job_and_goes_on(tmp_path: Path) -> None:
     (good,) = tmp_path.glob("train/multiruns/*/2/checkpoints/last.ckpt")
     assert torch.load(good, weights_only=True)["ganforge"]["iteration"] == 4
     assert not list(tmp_path.glob("train/multiruns/*/[01]/checkpoints"))
+
+
+def test_a_preset_setting_a_moved_key_is_refused(tmp_path: Path) -> None:
+    """A user's own preset that still sets loss.n_critic composes (Hydra merges it), and would
+    be ignored: train() refuses it, naming the new key, before anything is written."""
+    cfg = compose_train(tmp_path / "run", *TINY, "+loss.n_critic=5")
+    with pytest.raises(
+        ConfigError, match=r"loss\.n_critic is now system\.n_critic.*system\.n_critic=5"
+    ):
+        train(cfg)
+    assert not (tmp_path / "run").exists()

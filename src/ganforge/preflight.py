@@ -3,12 +3,13 @@
 Each error names the key the user typed: a value reaches the code through interpolations
 (`system.g_optimizer: ${optim.generator}` whose `lr` is `${optim.lr_g}`), and `source_key` follows
 them back, so `optim.lr_g=-1` is reported as `optim.lr_g`, not as the `system.g_optimizer.lr` it
-feeds. Settings a class checks itself (e.g. `system.n_critic`, `train.max_iters` in GANSystem) are
-not checked again here.
+feeds. The system's settings are checked by their own classes (`settings.Settings`,
+`nan_guard.NanGuard`), called here on the config's values before any network is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import netrc
@@ -24,6 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganforge.cli import check_writable
 from ganforge.errors import CheckpointError, ConfigError
+from ganforge.nan_guard import NanGuard
+from ganforge.settings import Settings
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 # numpy's seed range (Lightning's seed_everything silently replaces anything outside it by 0).
@@ -133,16 +136,20 @@ def check_config(cfg: DictConfig) -> None:
         # A preset of the user's that still sets loss.n_critic would compose, and be ignored.
         if isinstance(loss, DictConfig) and old.split(".", 1)[1] in loss:
             raise moved_key_error(old, _show(OmegaConf.select(cfg, old)))
-    for net in ("d", "g"):
-        c.number(
-            f"system.grad_clip_{net}",
-            0.0,
-            strict=True,
-            nullable=True,
-            fix="it is a maximum gradient norm, e.g. {key}=10, or null for no clipping",
-        )
+    _check_settings(cfg)
     for role in ("g_optimizer", "d_optimizer"):
         _check_optimizer(c, f"system.{role}")
+
+
+def _check_settings(cfg: DictConfig) -> None:
+    """`system.*` through the classes that own the checks (GANSystem calls them again when it is
+    built; this is the same code, run before the networks are)."""
+    node = cfg.get("system")
+    if not isinstance(node, DictConfig):
+        return
+    names = [f.name for f in dataclasses.fields(Settings) if f.name in node]
+    settings = Settings(**{name: OmegaConf.select(cfg, f"system.{name}") for name in names})
+    NanGuard(settings.nan_policy, settings.max_skips, settings.max_consecutive_skips)
 
 
 def _check_optimizer(c: Checker, key: str) -> None:

@@ -17,6 +17,7 @@ NaN loss does (`nan_guard.py`), the global RNG states (`rng.py`) and the checkpo
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,22 +29,21 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
 from ganforge.checkpoint import RECORD_KEY, write_record
-from ganforge.errors import ConfigError, check_int
+from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
-from ganforge.models.layers import check_conditional
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
 from ganforge.regularizers import gradient_penalty, r1_penalty
 from ganforge.rng import set_rng_states
+from ganforge.settings import Settings
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class GANSystem(L.LightningModule):
-    """The parts (G, D, the loss, an optimizer factory per network) and the game's settings,
-    which `conf/system/default.yaml` documents key by key. `max_iters` and `log_every` come from
-    `train.*`; `conditional`, `n_classes` from the model and the data; `meta` (what the run was
-    trained on) is stored in the checkpoint record as it is."""
+    """The parts (G, D, the loss, an optimizer factory per network), `meta` (what the run was
+    trained on, stored in the checkpoint record as it is) and the training settings as keywords:
+    the fields of `ganforge.settings.Settings`, e.g. `n_critic=5, ema_decay=None`."""
 
     def __init__(
         self,
@@ -52,66 +52,33 @@ class GANSystem(L.LightningModule):
         loss: GANLoss,
         g_optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory,
-        n_critic: int = 1,
-        max_iters: int | None = None,
-        ema_decay: float | None = 0.999,
-        ema_start: int = 0,
-        gp_weight: float = 0.0,
-        r1_gamma: float = 0.0,
-        r1_interval: int = 1,
-        grad_clip_g: float | None = None,
-        grad_clip_d: float | None = None,
-        log_grad_norm: bool = False,
-        log_every: int = 10,
-        n_fixed: int = 64,
-        seed: int = 0,
         meta: dict[str, Any] | None = None,
-        conditional: str = "none",
-        n_classes: int | None = None,
-        aux_weight: float = 1.0,
-        diffaugment: str | None = None,
-        lr_decay: str = "none",
-        decay_start: int = 0,
-        nan_policy: str = "stop",
-        max_skips: int = 100,
-        max_consecutive_skips: int = 10,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        # Each setting is checked here, where it is used, and named by its config key.
-        counts = {"system.n_critic": n_critic, "system.n_fixed": n_fixed}
-        counts |= {"system.r1_interval": r1_interval, "train.log_every": log_every}
-        for key, value in counts.items():
-            check_int(key, value)
-        if max_iters is not None:
-            check_int("train.max_iters", max_iters)
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ConfigError(f"system.ema_decay={ema_decay} must be in (0, 1), or null to disable")
-        n_classes = check_conditional(conditional, n_classes)
-        _check_discriminator_conditional(discriminator, conditional)
-        _check_lr_decay(lr_decay, decay_start, max_iters)
-        self.nan_guard = NanGuard(nan_policy, max_skips, max_consecutive_skips)
-        # Modules and factories are not hyperparameters: pickling them into the checkpoint would
-        # break weights_only loading. The record describes the networks instead.
-        self.save_hyperparameters(
-            ignore=["generator", "discriminator", "loss", "g_optimizer", "d_optimizer"]
-        )
+        self.settings = s = Settings(**settings)
+        _check_discriminator_conditional(discriminator, s.conditional)
+        self.nan_guard = NanGuard(s.nan_policy, s.max_skips, s.max_consecutive_skips)
+        # Plain values only (modules and factories pickled into the checkpoint would break
+        # weights_only loading); the record describes the networks instead.
+        self.save_hyperparameters({**dataclasses.asdict(s), "meta": meta})
         self.automatic_optimization = False
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.n_critic, self.max_iters, self.n_classes = n_critic, max_iters, n_classes
-        self.augment_policy = parse_policy(diffaugment)
+        self.n_critic, self.max_iters, self.n_classes = s.n_critic, s.max_iters, s.n_classes
+        self.augment_policy = parse_policy(s.diffaugment)
         # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
         self.pack: int = getattr(discriminator, "pack", 1)
         self.G_ema: nn.Module | None = None
-        if ema_decay is not None:
+        if s.ema_decay is not None:
             self.G_ema = copy.deepcopy(generator).requires_grad_(False)
         self.iteration = 0  # GAN iterations = generator updates; saved in the checkpoint
-        z, y = fixed_inputs(n_fixed, seed, generator.z_dim, n_classes)
+        z, y = fixed_inputs(s.n_fixed, s.seed, generator.z_dim, s.n_classes)
         # Persistent buffers: saved and restored with the weights, so grids stay comparable.
         # (fixed_y is None, and absent from the state dict, for an unconditional model.)
         self.register_buffer("fixed_z", z)
         self.register_buffer("fixed_y", y)
-        self.noise = TrainingNoise(seed, generator.z_dim, n_classes)
+        self.noise = TrainingNoise(s.seed, generator.z_dim, s.n_classes)
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
         self._pending_rng: dict[str, Any] | None = None
@@ -159,7 +126,7 @@ class GANSystem(L.LightningModule):
         """D's logits on DiffAugment(x), and its per-sample class logits when it is an ACGAN."""
         if self.augment_policy:
             x = diff_augment(x, self.augment_policy)
-        if self.hparams.conditional == "acgan":
+        if self.settings.conditional == "acgan":
             return self.D.judge(x, y)
         return (self.D(x) if y is None else self.D(x, y)), None
 
@@ -209,7 +176,7 @@ class GANSystem(L.LightningModule):
         self.nan_guard.completed()
         self._update_ema()
         self._step_lr_decay()
-        if self.iteration % self.hparams.log_every == 0 or self.iteration == 1:
+        if self.iteration % self.settings.log_every == 0 or self.iteration == 1:
             metrics = {
                 "train/d_loss": d_loss.detach(),
                 # Of the last D update, like d_loss: d_adv, d_aux (ACGAN), gp, r1 (when applied).
@@ -243,7 +210,7 @@ class GANSystem(L.LightningModule):
             return [None] * n
         if "label" not in batch:
             raise ConfigError(
-                f"model.conditional={self.hparams.conditional} needs labelled data, but the "
+                f"model.conditional={self.settings.conditional} needs labelled data, but the "
                 "batches have no labels; use a labelled dataset (data.labels=true for "
                 "data=image_folder) or model.conditional=none"
             )
@@ -252,7 +219,7 @@ class GANSystem(L.LightningModule):
     def _aux_loss(self, class_logits: Tensor | None, y: Tensor | None) -> Tensor | float:
         if class_logits is None:
             return 0.0
-        return self.hparams.aux_weight * F.cross_entropy(class_logits, y)
+        return self.settings.aux_weight * F.cross_entropy(class_logits, y)
 
     def _d_penalties(
         self, real: Tensor, fake: Tensor, y: Tensor | None = None
@@ -265,25 +232,25 @@ class GANSystem(L.LightningModule):
             return self._d(x, y)[0]
 
         penalties: dict[str, Tensor] = {}
-        if self.hparams.gp_weight > 0:
+        if self.settings.gp_weight > 0:
             gp = gradient_penalty(critic, real, fake, pack=self.pack)
-            penalties["train/gp"] = self.hparams.gp_weight * gp
-        interval = self.hparams.r1_interval
-        if self.hparams.r1_gamma > 0 and self.iteration % interval == 0:
+            penalties["train/gp"] = self.settings.gp_weight * gp
+        interval = self.settings.r1_interval
+        if self.settings.r1_gamma > 0 and self.iteration % interval == 0:
             # Lazy regularization (Karras et al. 2020): apply every `interval` iterations, scaled
             # up by the interval so the expected penalty is unchanged.
             r1 = r1_penalty(critic, real, pack=self.pack)
-            penalties["train/r1"] = 0.5 * self.hparams.r1_gamma * interval * r1
+            penalties["train/r1"] = 0.5 * self.settings.r1_gamma * interval * r1
         return penalties
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Runs after AMP has unscaled the gradients, so clipping and norms are in true units.
         is_g = optimizer is self.trainer.optimizers[0]
         params = [p for p in (self.G if is_g else self.D).parameters() if p.grad is not None]
-        max_norm = self.hparams.grad_clip_g if is_g else self.hparams.grad_clip_d
+        max_norm = self.settings.grad_clip_g if is_g else self.settings.grad_clip_d
         if max_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        elif self.hparams.log_grad_norm:
+        elif self.settings.log_grad_norm:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         else:
             return
@@ -293,7 +260,7 @@ class GANSystem(L.LightningModule):
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        decay = ema_decay_at(self.hparams.ema_decay, self.iteration, self.hparams.ema_start)
+        decay = ema_decay_at(self.settings.ema_decay, self.iteration, self.settings.ema_start)
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         # BatchNorm statistics are not averaged: the EMA generator uses G's current ones.
@@ -311,15 +278,15 @@ class GANSystem(L.LightningModule):
     # --- optimizers and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         opts = [self.g_optimizer(self.G.parameters()), self.d_optimizer(self.D.parameters())]
-        if self.hparams.lr_decay == "none":
+        if self.settings.lr_decay == "none":
             return opts
         # Stepped by hand once per GAN iteration (manual optimization); Lightning saves and
         # restores their state with the checkpoint.
-        factor = linear_decay(self.hparams.decay_start, self.max_iters)
+        factor = linear_decay(self.settings.decay_start, self.max_iters)
         return opts, [LambdaLR(opt, factor) for opt in opts]
 
     def _step_lr_decay(self) -> None:
-        if self.hparams.lr_decay != "none":
+        if self.settings.lr_decay != "none":
             for scheduler in self.lr_schedulers():
                 scheduler.step()
 
@@ -339,7 +306,7 @@ class GANSystem(L.LightningModule):
             iteration=self.iteration,
             loss=self.loss.name,
             has_ema=self.G_ema is not None,
-            conditional=self.hparams.conditional,
+            conditional=self.settings.conditional,
             n_classes=self.n_classes,
             meta=self.hparams.meta or {},
             noise_rng=self.noise.get_state(),
@@ -370,22 +337,6 @@ def _check_discriminator_conditional(discriminator: nn.Module, conditional: str)
             f"system.conditional={conditional} but the discriminator was built with "
             f"conditional={built_as}; set both from model.conditional"
         )
-
-
-def _check_lr_decay(lr_decay: str, decay_start: int, max_iters: int | None) -> None:
-    if lr_decay not in ("none", "linear"):
-        raise ConfigError(f"optim.decay={lr_decay!r} must be 'none' or 'linear'")
-    if lr_decay == "linear":
-        if max_iters is None:
-            raise ConfigError(
-                "optim.decay=linear decays the learning rates to 0 at train.max_iters, which is "
-                "null; set train.max_iters=N or optim.decay=none"
-            )
-        if not (isinstance(decay_start, int) and 0 <= decay_start < max_iters):
-            raise ConfigError(
-                f"optim.decay_start={decay_start} must be an integer in [0, train.max_iters="
-                f"{max_iters})"
-            )
 
 
 def ema_decay_at(decay: float, iteration: int, start: int) -> float:

@@ -1,0 +1,90 @@
+"""The GAN system's training settings: one typed record of plain values, checked once, here.
+
+`conf/system/default.yaml` sets them (comments there say what each does); `GANSystem(G, D, loss,
+g_optimizer, d_optimizer, meta, **settings)` takes them as keywords, so a notebook or a test
+writes `GANSystem(..., n_critic=5, ema_decay=None)`. Each error names the config key the user
+types: `train.max_iters`, `optim.decay` and `model.conditional` are read from other groups.
+The NaN policy's three settings are checked by `NanGuard`, which they configure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ganforge.errors import ConfigError, check_int
+from ganforge.models.layers import check_conditional
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The game
+    n_critic: int = 1  # D updates (each on a fresh real batch) per G update
+    gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP's lambda)
+    r1_gamma: float = 0.0  # R1 penalty weight (Mescheder et al. 2018)
+    r1_interval: int = 1  # lazy R1: every k iterations, scaled by k
+    aux_weight: float = 1.0  # ACGAN: weight of the auxiliary classification loss
+    diffaugment: str | None = None  # DiffAugment policy, e.g. "color,translation"
+    conditional: str = "none"  # none | projection | acgan (model.conditional)
+    n_classes: int | None = None  # the data's classes; None when unconditional
+    # The generator's running average
+    ema_decay: float | None = 0.999  # None: no EMA generator
+    ema_start: int = 0  # G updates before averaging starts
+    # The updates
+    grad_clip_g: float | None = None  # max gradient norm; None: no clipping
+    grad_clip_d: float | None = None
+    lr_decay: str = "none"  # none | linear (to 0 at max_iters; optim.decay)
+    decay_start: int = 0  # iteration where the linear decay starts (optim.decay_start)
+    # The run
+    max_iters: int | None = None  # run length in GAN iterations (train.max_iters)
+    log_every: int = 10  # iterations between logged train/* metrics (train.log_every)
+    log_grad_norm: bool = False  # log train/*_grad_norm without clipping
+    n_fixed: int = 64  # samples in the fixed grid noise
+    seed: int = 0  # seeds the grid noise and the training noise stream
+    # A NaN/inf loss (checked by ganforge.nan_guard.NanGuard)
+    nan_policy: str = "stop"  # stop | skip
+    max_skips: int = 100
+    max_consecutive_skips: int = 10
+
+    def __post_init__(self) -> None:
+        counts = {"system.n_critic": self.n_critic, "system.n_fixed": self.n_fixed}
+        counts |= {"system.r1_interval": self.r1_interval, "train.log_every": self.log_every}
+        for key, value in counts.items():
+            check_int(key, value)
+        if self.max_iters is not None:
+            check_int("train.max_iters", self.max_iters)
+        for net, clip in (("g", self.grad_clip_g), ("d", self.grad_clip_d)):
+            if clip is not None and not (_is_number(clip) and clip > 0):
+                raise ConfigError(
+                    f"system.grad_clip_{net}={clip!r} must be a number > 0 or null; it is a "
+                    f"maximum gradient norm, e.g. system.grad_clip_{net}=10, or null for no "
+                    "clipping"
+                )
+        decay = self.ema_decay
+        if decay is not None and not 0.0 < decay < 1.0:
+            raise ConfigError(f"system.ema_decay={decay} must be in (0, 1), or null to disable")
+        # The class count is kept only for a conditional model (None otherwise).
+        object.__setattr__(self, "n_classes", check_conditional(self.conditional, self.n_classes))
+        self._check_lr_decay()
+
+    def _check_lr_decay(self) -> None:
+        if self.lr_decay not in ("none", "linear"):
+            raise ConfigError(f"optim.decay={self.lr_decay!r} must be 'none' or 'linear'")
+        if self.lr_decay == "none":
+            return
+        if self.max_iters is None:
+            raise ConfigError(
+                "optim.decay=linear decays the learning rates to 0 at train.max_iters, which is "
+                "null; set train.max_iters=N or optim.decay=none"
+            )
+        start = self.decay_start
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < self.max_iters:
+            raise ConfigError(
+                f"optim.decay_start={start} must be an integer in [0, train.max_iters="
+                f"{self.max_iters})"
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
