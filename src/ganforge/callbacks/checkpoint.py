@@ -112,7 +112,7 @@ class IterationCheckpoint(L.Callback):
             raise NonFiniteWeightsError(
                 f"weights became non-finite at iteration {pl_module.iteration}; not saving them "
                 f"over {self.last_path}. Lower optim.lr_d/optim.lr_g, add a penalty "
-                "(loss=wgan_gp or loss.r1_gamma) or set system.grad_clip_d/grad_clip_g"
+                "(loss=wgan_gp or system.r1_gamma) or set system.grad_clip_d/grad_clip_g"
             )
         targets = [path] if path is not None else []
         if self.save_last:

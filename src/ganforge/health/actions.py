@@ -22,18 +22,18 @@ log = logging.getLogger("ganforge")
 # One line of remedies per state, the README's in short; the anchor leads to the full text.
 REMEDIES = {
     "d_overpowering": "weaken D: lower optim.lr_d, a smaller D (model.base_width / model.d_width "
-    "/ model.hidden), model.dropout=0.3 (MLP), loss.r1_gamma=1-10, or DiffAugment on small data",
+    "/ model.hidden), model.dropout=0.3 (MLP), system.r1_gamma=1-10, or DiffAugment on small data",
     "vanishing_g_gradient": "use the non-saturating loss (loss=non_saturating, the default) or a "
     "loss with useful gradients everywhere (loss=hinge, loss=wgan_gp); a weaker D helps too",
-    "mode_collapse": "PacGAN packing (model.pack=2 or 4), loss=wgan_gp or loss.r1_gamma=1-10, a "
+    "mode_collapse": "PacGAN packing (model.pack=2 or 4), loss=wgan_gp or system.r1_gamma=1-10, a "
     "slower G (optim.lr_g at half optim.lr_d), model.spectral_norm=true; on 2-D toys "
     "system.ema_decay=null",
     "divergence": "lower both learning rates (optim.lr_d=1e-4 optim.lr_g=1e-4), clip "
-    "(system.grad_clip_d=10 system.grad_clip_g=10), add a penalty (loss.r1_gamma=10), "
+    "(system.grad_clip_d=10 system.grad_clip_g=10), add a penalty (system.r1_gamma=10), "
     "trainer.precision=32-true",
     "stalled": "check that G learns (optim.lr_g > 0, G's parameters trainable); if it does, the "
     "run may be done: keep checkpoints/best_fid.ckpt, or raise the learning rates / lower "
-    "loss.n_critic",
+    "system.n_critic",
 }
 COLORS = {
     "d_overpowering": "tab:red",
