@@ -5,6 +5,7 @@ A small fake extractor stands in for Inception, so everything here runs in secon
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -259,3 +260,28 @@ def test_evaluator_mode_min_count_reaches_the_criterion_and_the_protocol() -> No
 def test_mode_min_count_must_be_a_positive_count(value: Any) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"metrics.mode_min_count={value!r} must be")):
         Evaluator(mode_min_count=value)
+
+
+# ---------------------------------------------------------------- the benchmark's part (f)
+
+
+@pytest.mark.slow
+def test_benchmark_times_a_repeated_evaluation(tmp_path: Path) -> None:
+    from ganforge.metrics.weights import default_weights_path
+
+    if not default_weights_path().is_file():
+        pytest.skip(f"no Inception weights at {default_weights_path()}")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("benchmark_evaluation", script)
+    assert spec is not None and spec.loader is not None
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    argv = ["--only", "evaluation", "--repeats", "2", "--eval-images", "4"]
+    argv += ["--eval-reference", "4", "--eval-samples", "2", "--out", str(tmp_path / "b.json")]
+    results = benchmark.main(argv)["evaluation"]
+    cases = [case for case in results if case != "fake_samples"]
+    assert len(cases) == 2 and results["fake_samples"] == 2
+    for case in cases:
+        assert len(results[case]["repeat_s"]) == 2 and results[case]["first_s"] > 0, case
+    table = benchmark.table({"evaluation": results})
+    assert "(f) repeated evaluation, image_folder, 4 PNGs" in table

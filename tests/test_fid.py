@@ -361,6 +361,7 @@ class CountingExtractor:
     def __init__(self, inner: Any) -> None:
         self.inner, self.images_seen = inner, 0
         self.num_features, self.has_logits = inner.num_features, inner.has_logits
+        self.device = inner.device
 
     def protocol_fields(self) -> dict[str, Any]:
         return self.inner.protocol_fields()
@@ -368,6 +369,10 @@ class CountingExtractor:
     def extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         self.images_seen += images.shape[0]
         return self.inner.extract(images)
+
+    def to(self, device: torch.device | str) -> CountingExtractor:
+        self.inner.to(device)
+        return self
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Distribution distances on Inception outputs, as pure float64 functions of features or logits.
 
-``FID`` is torchmetrics' ``FrechetInceptionDistance`` (its states, update and DDP reduction) with
-only the final distance computed by ``frechet_distance``; ``evaluate`` uses it, seeded with cached
-reference statistics.
+``evaluation.scores.evaluate`` applies ``frechet_distance`` to the cached reference mean and
+covariance and the generated samples' ``gaussian_stats`` directly. ``FID`` is for code that wants
+a torchmetrics ``Metric`` (its states, update and DDP reduction): torchmetrics'
+``FrechetInceptionDistance`` with only the final distance computed by ``frechet_distance``.
 """
 
 from __future__ import annotations
