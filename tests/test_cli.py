@@ -41,9 +41,9 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 )
 def test_user_errors_are_one_clear_message(tmp_path: Path, overrides, expected) -> None:
     if "data=image_folder" in overrides:
-        from test_train import write_images
+        from fakes import write_image_folder
 
-        write_images(tmp_path, 4)
+        write_image_folder(tmp_path, 4)
     result = run_train(tmp_path, *overrides)
     assert result.returncode != 0
     output = result.stdout + result.stderr

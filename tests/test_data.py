@@ -3,7 +3,6 @@ conf/data/*.yaml through hydra.utils.instantiate."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 import socket
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 
+from fakes import data_options, write_cifar_batches, write_idx, write_mnist, write_png
 from ganforge.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
@@ -37,44 +36,6 @@ from ganforge.errors import ConfigError, DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-# --- files written for the readers ------------------------------------------------------------
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
-    payload = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload += array.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        payload = gzip.compress(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload)
-    return path
-
-
-def write_fake_mnist(folder: Path, n_train: int = 20, n_test: int = 6, gz: bool = True) -> None:
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
-
-
-def write_fake_cifar(folder: Path, per_batch: int = 3) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
-            b"batch_label": name.encode(),
-        }
-        (folder / name).write_bytes(pickle.dumps(batch))
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
 
 
 @pytest.fixture
@@ -197,8 +158,8 @@ def test_toy_data_depends_only_on_seed():
 
 
 def modules_for_loader(tmp_path: Path) -> dict[str, InMemoryDataModule]:
-    write_fake_cifar(tmp_path / "cifar" / "cifar-10-batches-py", per_batch=4)
-    write_fake_mnist(tmp_path / "mnist" / "MNIST" / "raw", n_train=20)
+    write_cifar_batches(tmp_path / "cifar" / "cifar-10-batches-py", per_batch=4)
+    write_mnist(tmp_path / "mnist" / "MNIST" / "raw", n_train=20)
     folder = tmp_path / "folder"
     for i in range(8):
         write_png(folder / f"{i}.png", np.full((10, 12, 3), i * 30, np.uint8))
@@ -429,7 +390,7 @@ def test_corrupt_idx_file_is_a_data_error_naming_it(tmp_path, payload, message):
 
 
 def test_mnist_reads_torchvision_layout_and_limits_n_samples(tmp_path):
-    write_fake_mnist(tmp_path / "MNIST" / "raw", n_train=30, n_test=6, gz=True)
+    write_mnist(tmp_path / "MNIST" / "raw", n_train=30, n_test=6, gz=True)
     full = MNISTDataModule(root=str(tmp_path), download=False, batch_size=4)
     x, label = full.split("train")
     assert x.shape == (30, 1, 28, 28) and x.dtype == torch.uint8
@@ -447,13 +408,13 @@ def test_mnist_reads_torchvision_layout_and_limits_n_samples(tmp_path):
 
 
 def test_mnist_reads_plain_files_directly_in_root(tmp_path):
-    write_fake_mnist(tmp_path, n_train=12, gz=False)
+    write_mnist(tmp_path, n_train=12, gz=False)
     dm = MNISTDataModule(root=str(tmp_path), download=False, batch_size=4)
     assert dm.split("train")[0].shape == (12, 1, 28, 28)
 
 
 def test_mismatched_image_and_label_files_are_a_data_error(tmp_path):
-    write_fake_mnist(tmp_path, n_train=12, gz=False)
+    write_mnist(tmp_path, n_train=12, gz=False)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(11), gz=False)
     with pytest.raises(DataError, match="11 labels"):
         MNISTDataModule(root=str(tmp_path), download=False, batch_size=4).split("train")
@@ -528,7 +489,7 @@ def test_download_failure_is_wrapped_in_one_data_error(tmp_path, monkeypatch):
 
 def test_a_successful_download_is_then_read(tmp_path, monkeypatch):
     def fake_download(self, split):  # what torchvision does: files into root/MNIST/raw
-        write_fake_mnist(Path(self.root) / "MNIST" / "raw", n_train=10, gz=False)
+        write_mnist(Path(self.root) / "MNIST" / "raw", n_train=10, gz=False)
 
     monkeypatch.setattr(MNISTDataModule, "_fetch", fake_download)
     dm = MNISTDataModule(root=str(tmp_path), download=True, batch_size=4)
@@ -540,7 +501,7 @@ def test_prepare_data_downloads_without_reading(tmp_path, monkeypatch):
 
     def fake_download(self, split):
         calls.append(split)
-        write_fake_mnist(Path(self.root) / "MNIST" / "raw", n_train=10, gz=False)
+        write_mnist(Path(self.root) / "MNIST" / "raw", n_train=10, gz=False)
 
     monkeypatch.setattr(MNISTDataModule, "_fetch", fake_download)
     dm = MNISTDataModule(root=str(tmp_path), download=True, batch_size=4)
@@ -562,7 +523,7 @@ def test_a_download_that_brings_the_wrong_files_is_a_data_error(tmp_path, monkey
 
 def test_cifar10_reads_the_pickle_batches(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
-    write_fake_cifar(folder, per_batch=3)
+    write_cifar_batches(folder, per_batch=3)
     dm = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=4)
     assert (dm.channels, dm.image_size, dm.n_classes) == (3, 32, 10)
     x, label = dm.split("train")
@@ -579,7 +540,7 @@ def test_cifar10_reads_the_pickle_batches(tmp_path):
 
 
 def test_corrupt_cifar_batch_is_a_data_error_naming_it(tmp_path):
-    write_fake_cifar(tmp_path, per_batch=2)
+    write_cifar_batches(tmp_path, per_batch=2)
     (tmp_path / "data_batch_3").write_bytes(b"garbage")
     dm = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=2)
     with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 pickle batch"):
@@ -599,7 +560,7 @@ class _Marker:
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_cifar_batches_of_every_pickle_protocol_are_read(tmp_path, protocol):
     folder = tmp_path / "cifar-10-batches-py"
-    write_fake_cifar(folder, per_batch=2)
+    write_cifar_batches(folder, per_batch=2)
     for path in folder.iterdir():
         batch = pickle.loads(path.read_bytes())
         path.write_bytes(pickle.dumps(batch, protocol=protocol))
@@ -613,7 +574,7 @@ def test_cifar_batches_of_every_pickle_protocol_are_read(tmp_path, protocol):
 )
 def test_cifar_reader_never_runs_code_from_a_batch(tmp_path, payload):
     marker = tmp_path / "marker"
-    write_fake_cifar(tmp_path, per_batch=2)
+    write_cifar_batches(tmp_path, per_batch=2)
     batch = pickle.loads((tmp_path / "data_batch_1").read_bytes())
     if payload == "object":
         evil = _Marker(marker)
@@ -687,14 +648,24 @@ def test_image_folder_undecodable_file_is_a_data_error(image_tree):
 
 # --- every config instantiates --------------------------------------------------------------
 
-EXPECTED = {"toy_ring", "toy_grid", "mnist5k", "mnist", "fashion_mnist", "cifar10", "image_folder"}
+
+def dataset_classes(cls: type = InMemoryDataModule) -> set[type]:
+    """Every dataset ganforge.data defines: the subclasses of the base that name themselves (the
+    ones without a `name`, e.g. IDXDataModule, only share code)."""
+    found = set()
+    for sub in cls.__subclasses__():
+        if sub.__module__.startswith("ganforge.data."):
+            found |= dataset_classes(sub) | ({sub} if "name" in vars(sub) else set())
+    return found
 
 
 def test_every_dataset_has_a_config():
-    assert {p.stem for p in CONF_DATA.glob("*.yaml")} == EXPECTED
+    targets = {OmegaConf.load(CONF_DATA / f"{n}.yaml")["_target_"] for n in data_options()}
+    classes = {f"{c.__module__}.{c.__qualname__}" for c in dataset_classes()}
+    assert classes <= targets, f"datasets without a conf/data yaml: {sorted(classes - targets)}"
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", data_options())
 def test_config_instantiates(tmp_path, name):
     data = OmegaConf.load(CONF_DATA / f"{name}.yaml")
     cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": data})

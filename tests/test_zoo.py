@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CONF, compose_train, data_overrides, quiet_trainer, toy_system
+from conftest import CONF, compose_train, quiet_trainer, toy_system
+from fakes import data_overrides
 from ganforge import system as system_module
 from ganforge.errors import ConfigError
 from ganforge.models import mlp

@@ -1,0 +1,115 @@
+"""Offline stand-ins for the datasets that live in files: every fake-data writer the tests use.
+
+`data_overrides(name, tmp_path)` writes the files `conf/data/<name>.yaml` reads (chosen by the
+config's `_target_` class, so a new config of an existing reader needs nothing here) and returns
+the overrides pointing the config at them. A dataset that reads a new kind of file adds its writer
+to `WRITERS`; one that reads no files (bundled or synthetic) needs nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+from PIL import Image
+
+from ganforge.data.cifar import CIFAR10DataModule
+from ganforge.data.image_folder import ImageFolderDataModule
+from ganforge.data.mnist import IDXDataModule
+from ganforge.train import config_dir
+
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
+    """`array` as an IDX file of unsigned bytes (`.gz`-compressed when `gz`); returns its path."""
+    payload = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def write_mnist(folder: Path, n_train: int = 20, n_test: int = 6, gz: bool = True) -> None:
+    """MNIST's four IDX files (random 28x28 digits, labels cycling 0..9) in `folder`."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
+
+
+def write_cifar_batches(folder: Path, per_batch: int = 3) -> None:
+    """CIFAR-10's six pickled batches (random 3x32x32 images) directly in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in CIFAR_BATCHES:
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"batch_label": name.encode(),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def write_cifar(root: Path, per_batch: int = 3) -> None:
+    """CIFAR-10 in torchvision's layout under `root` (what `data.root` names)."""
+    write_cifar_batches(root / CIFAR_FOLDER, per_batch)
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def write_image_folder(root: Path, n: int, size: tuple[int, int] = (40, 48)) -> None:
+    """n random RGB images of `size` (h, w) in two class folders, class0/ and class1/."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_png(root / f"class{i % 2}" / f"{i}.png", rng.integers(0, 256, (*size, 3), np.uint8))
+
+
+def _mnist(root: Path) -> list[str]:
+    write_mnist(root, n_train=64)
+    return [f"data.root={root}", "data.download=false"]
+
+
+def _cifar(root: Path) -> list[str]:
+    write_cifar(root, 32)
+    return [f"data.root={root}", "data.download=false"]
+
+
+def _image_folder(root: Path) -> list[str]:
+    write_image_folder(root, 40)
+    return [f"data.root={root}", "data.image_size=32"]
+
+
+# The data module class a config instantiates -> writer of its files (under `root`) returning the
+# overrides that point the config at them. Subclasses share their base's writer.
+WRITERS: dict[type, Callable[[Path], list[str]]] = {
+    IDXDataModule: _mnist,
+    CIFAR10DataModule: _cifar,
+    ImageFolderDataModule: _image_folder,
+}
+
+
+def data_options(conf: Path | None = None) -> list[str]:
+    """Every `data=` option of the config tree."""
+    return sorted(p.stem for p in ((conf or config_dir()) / "data").glob("*.yaml"))
+
+
+def data_overrides(data: str, tmp_path: Path, conf: Path | None = None) -> list[str]:
+    """Write fake files for `conf/data/<data>.yaml` under tmp_path/data; its overrides."""
+    target = OmegaConf.load((conf or config_dir()) / "data" / f"{data}.yaml")["_target_"]
+    cls = get_class(target)
+    writer = next((w for base, w in WRITERS.items() if issubclass(cls, base)), None)
+    return writer(tmp_path / "data") if writer is not None else []
