@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_train, write_cifar
+from conftest import compose_train
+from fakes import write_cifar
 from ganforge.train import train
 
 TESTS = Path(__file__).parent
@@ -213,6 +214,37 @@ CASES = [
                 {"class": "collections.OrderedDict"}
             )
         ),
+    ),
+    # A class outside ganforge.models: refused unless the allowed_classes option names it, and
+    # then still only a model class (an nn.Module) is built.
+    sample(
+        "class-outside-not-allowed",
+        [f"ckpt={X}"],
+        [f"ckpt={X}", "'mypkg.nets.Generator'", "allowed_classes=[mypkg.nets.Generator]"],
+        from_ring(
+            lambda raw, case: raw["ganforge"]["generator"].update({"class": "mypkg.nets.Generator"})
+        ),
+    ),
+    sample(
+        "class-allowed-not-importable",
+        [f"ckpt={X}", "++allowed_classes=[mypkg.nets.Generator]"],
+        [f"ckpt={X}", "'mypkg.nets.Generator'", "cannot be imported here", "PYTHONPATH"],
+        from_ring(
+            lambda raw, case: raw["ganforge"]["generator"].update({"class": "mypkg.nets.Generator"})
+        ),
+    ),
+    sample(
+        "class-allowed-not-a-model",
+        [f"ckpt={X}", "++allowed_classes=[builtins.open]"],
+        [f"ckpt={X}", "'builtins.open' is not a model class"],
+        from_ring(
+            lambda raw, case: raw["ganforge"]["generator"].update({"class": "builtins.open"})
+        ),
+    ),
+    sample(
+        "allowed-classes-not-paths",
+        [f"ckpt={X}", "++allowed_classes=[5]"],
+        ["allowed_classes=[5] must be a list of model class paths"],
     ),
     sample("weights-nan", [f"ckpt={X}"], [f"ckpt={X}", "non-finite"], from_ring(nan_generators)),
     sample(

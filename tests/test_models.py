@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ganforge.errors import ConfigError
-from ganforge.models import dcgan, mlp, resnet
+from ganforge.models import dcgan, mlp, protocols, resnet
 from ganforge.models.layers import ConditionalBatchNorm2d, Maxout, pack_samples
 
 # Tiny versions of every discriminator, with the input shape each one eats.
@@ -346,3 +346,101 @@ def test_paper_networks_rebuild_from_init_args() -> None:
         clone = type(net)(**net.init_args)
         clone.load_state_dict(net.state_dict())  # strict: BatchNorm buffers, maxout pieces
         assert clone.init_args == net.init_args
+
+
+# --- the interface every generator and discriminator has (models/protocols.py) --------------------
+@pytest.mark.parametrize("conditional", ["none", "projection", "acgan"])
+@pytest.mark.parametrize("name", list(G_BUILDERS))
+def test_every_generator_has_the_interface_and_draws_its_output_kind(
+    name: str, conditional: str
+) -> None:
+    kw = {} if conditional == "none" else {"conditional": conditional, "n_classes": 3}
+    G = G_BUILDERS[name](**kw)
+    protocols.check_generator(G)
+    assert isinstance(G, protocols.Generator)
+    y = None if conditional == "none" else torch.arange(4) % 3
+    x = G(torch.randn(4, G.z_dim)) if y is None else G(torch.randn(4, G.z_dim), y)
+    # The declared kind is what comes out: (N, C, H, W) images or (N, D) vectors.
+    assert protocols.is_image(G) == (x.dim() == 4) == (not name.startswith("mlp"))
+
+
+@pytest.mark.parametrize("conditional", ["none", "projection", "acgan"])
+@pytest.mark.parametrize("name", list(D_BUILDERS))
+def test_every_discriminator_has_the_interface(name: str, conditional: str) -> None:
+    kw = {} if conditional == "none" else {"conditional": conditional, "n_classes": 3}
+    D = D_BUILDERS[name][0](pack=2, **kw)
+    protocols.check_discriminator(D)
+    assert isinstance(D, protocols.Discriminator) and D.pack == 2
+
+
+def test_an_image_mlp_generator_declares_images() -> None:
+    G = mlp.Generator(z_dim=4, hidden=8, depth=1, channels=1, image_size=8)
+    assert G.output_kind == "image" and G(torch.randn(2, 4)).shape == (2, 1, 8, 8)
+
+
+class Bare(nn.Module):
+    """A module with none of the interface; tests add members one at a time."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({}, r"model\.generator \(test_models\.Bare\) needs an attribute z_dim"),
+        ({"z_dim": 4}, r"needs an attribute n_classes"),
+        ({"z_dim": 4, "n_classes": None}, r"needs an attribute output_kind.*'image', 'vector'"),
+        (
+            {"z_dim": 4, "n_classes": None, "output_kind": "points"},
+            r"output_kind.*got 'points'",
+        ),
+        ({"z_dim": 4, "n_classes": 1, "output_kind": "image"}, r"n_classes=1 must be None"),
+        (
+            {"z_dim": 4, "n_classes": None, "output_kind": "image"},
+            r"forward must take \(z, y=None\)",
+        ),
+    ],
+)
+def test_a_generator_lacking_a_member_is_named(members: dict, message: str) -> None:
+    G = Bare()
+    for key, value in members.items():
+        setattr(G, key, value)
+    with pytest.raises(ConfigError, match=message):
+        protocols.check_generator(G)
+
+
+def test_a_model_without_init_args_is_told_how_to_record_them() -> None:
+    class NoRecord(nn.Module):
+        z_dim, n_classes, output_kind = 4, None, "vector"
+
+        def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+            return z
+
+    with pytest.raises(ConfigError, match=r"no init_args.*records_init_args"):
+        protocols.check_generator(NoRecord())
+    with pytest.raises(ConfigError, match=r"is a str, not a torch\.nn\.Module"):
+        protocols.check_generator("dcgan")
+
+
+def test_a_discriminator_lacking_a_member_is_named() -> None:
+    D = Bare()
+    with pytest.raises(ConfigError, match=r"model\.discriminator .*needs an attribute pack"):
+        protocols.check_discriminator(D)
+    D.pack = 1
+    with pytest.raises(ConfigError, match=r"needs an attribute conditional"):
+        protocols.check_discriminator(D)
+    acgan = D_BUILDERS["mlp"][0](conditional="acgan", n_classes=3)
+    acgan.judge = None
+    with pytest.raises(ConfigError, match=r"conditional=acgan\) but has no judge"):
+        protocols.check_discriminator(acgan)
+
+
+def test_check_models_matches_the_generator_to_the_data_and_d() -> None:
+    G, D = G_BUILDERS["mlp"](), D_BUILDERS["mlp"][0]()
+    protocols.check_models(G, D, image=False, data="toy_ring")
+    with pytest.raises(ConfigError, match=r"draws vectors but data=mnist5k holds images"):
+        protocols.check_models(G, D, image=True, data="mnist5k")
+    D_cond = D_BUILDERS["mlp"][0](conditional="projection", n_classes=3)
+    with pytest.raises(ConfigError, match=r"n_classes=None .*conditional=projection"):
+        protocols.check_models(G, D_cond, image=False)

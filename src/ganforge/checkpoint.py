@@ -9,7 +9,10 @@ resume state (RNGs, W&B id). The networks' weights sit in `state_dict` under the
 network is built:
 - `weights_only=True`, passed explicitly, so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` in the user's
   environment cannot turn a downloaded file back into pickled code;
-- networks are rebuilt only from ganforge's own model classes, never from a `_target_`;
+- networks are rebuilt only from ganforge's own model classes (`ganforge.models.*`) and the
+  classes the user lists in the `allowed_classes` option (exact class paths, e.g.
+  `allowed_classes=[mypkg.nets.Generator]`; a training resume also allows the classes its own
+  config built), never from a `_target_` and never by importing a module the user did not name;
 - `init_args` must be plain data (numbers, strings, booleans, None) accepted by the class's
   constructor signature and inside sane bounds, and the network is first built on the `meta` device
   (no memory) and compared, tensor by tensor, with the weights in the file: an absurd record
@@ -25,7 +28,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from torch.nn.modules.module import (
     register_module_parameter_registration_hook,
 )
 
-from ganforge.errors import CheckpointError, GanforgeError
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 
 RECORD_KEY = "ganforge"  # Lightning's checkpoint dict holds ganforge's record under this key
 # GANSystem's attribute names, hence the state-dict prefixes of its networks.
@@ -50,6 +53,9 @@ NAMES = {
     "generator_ema": "EMA generator",
 }
 MODEL_PACKAGE = "ganforge.models."
+# The option of ganforge-train/-eval/-sample listing the model classes outside MODEL_PACKAGE that a
+# checkpoint may name (importing a class runs its module's code: only the user can vouch for it).
+ALLOWED_KEY = "allowed_classes"
 
 # Bounds on a record's constructor arguments. No ganforge model needs more (widths are hundreds,
 # depths a handful); anything beyond is a corrupt or crafted file, refused before it is built.
@@ -134,10 +140,11 @@ class Checkpoint:
         return net.requires_grad_(False), use_ema
 
 
-def load(path: str | Path, key: str = "ckpt") -> Checkpoint:
+def load(path: str | Path, key: str = "ckpt", allowed_classes: Iterable[str] = ()) -> Checkpoint:
     """Read and validate a ganforge checkpoint, or raise one CheckpointError naming `key=path`
     (the option the user typed) and the fix. Builds nothing and allocates nothing beyond the
-    file's own tensors."""
+    file's own tensors. `allowed_classes`: model class paths outside ganforge.models the record
+    may name (see `allowed_option`)."""
     path = Path(path)
     raw = _read(path, key)
     record = raw.get(RECORD_KEY)
@@ -169,7 +176,11 @@ def load(path: str | Path, key: str = "ckpt") -> Checkpoint:
     noise = record.get("noise_rng")
     if noise is not None and not (isinstance(noise, Tensor) and noise.dtype == torch.uint8):
         raise CheckpointError(f"{where}: the record's noise_rng is not an RNG state; {_REWRITE}")
-    specs = {which: _spec(record, which, where) for which in ("generator", "discriminator")}
+    allowed = frozenset(allowed_classes)
+    _check_admitted(record, where, allowed)
+    specs = {
+        which: _spec(record, which, where, allowed) for which in ("generator", "discriminator")
+    }
     networks = ["generator", "discriminator"] + (["generator_ema"] if has_ema else [])
     for which in networks:
         spec = specs["discriminator" if which == "discriminator" else "generator"]
@@ -179,10 +190,10 @@ def load(path: str | Path, key: str = "ckpt") -> Checkpoint:
     )
 
 
-def is_readable(path: str | Path) -> bool:
+def is_readable(path: str | Path, allowed_classes: Iterable[str] = ()) -> bool:
     """Whether `load` accepts the file (e.g. resume=auto skipping a half-written last.ckpt)."""
     try:
-        load(path)
+        load(path, allowed_classes=allowed_classes)
     except CheckpointError:
         return False
     return True
@@ -193,8 +204,10 @@ def check_resume(
 ) -> dict[str, Any]:
     """The validated checkpoint dict to resume from, after checking it was written by networks
     like the ones this run built (class and constructor arguments) and holds what Lightning
-    reads; else a CheckpointError naming the file and the differing settings."""
-    ckpt = load(path, key)
+    reads; else a CheckpointError naming the file and the differing settings. The classes of the
+    networks this run built are allowed: the user's own config named them."""
+    built = [describe_network(net)["class"] for net in (generator, discriminator)]
+    ckpt = load(path, key, allowed_classes=built)
     where = f"{key}={ckpt.path}"
     for name, want in LIGHTNING_KEYS.items():
         value = ckpt.raw.get(name)
@@ -237,36 +250,58 @@ def describe_network(module: nn.Module) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(module.init_args)}
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, allowed_classes: Iterable[str] = ()) -> dict[str, Any]:
     """The validated checkpoint dict (see `load`)."""
-    return load(path).raw
+    return load(path, allowed_classes=allowed_classes).raw
 
 
-def load_generator(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict[str, Any], bool]:
+def load_generator(
+    path: str | Path, ema: bool = True, allowed_classes: Iterable[str] = ()
+) -> tuple[nn.Module, dict[str, Any], bool]:
     """The generator of a checkpoint (EMA when asked and present), its record, and whether EMA."""
-    ckpt = load(path)
+    ckpt = load(path, allowed_classes=allowed_classes)
     net, used_ema = ckpt.build_generator(ema)
     return net, ckpt.record, used_ema
 
 
-def model_class(class_path: str, where: str = "ckpt=<checkpoint>") -> type[nn.Module]:
-    """Resolve a class path to a ganforge model class, refusing anything else. `where` names the
-    file for messages (`ckpt=PATH`)."""
-    module_name, _, name = class_path.rpartition(".")
-    if not module_name.startswith(MODEL_PACKAGE) or not name.isidentifier():
-        raise CheckpointError(
-            f"{where} names model class {class_path!r}, which is not one of ganforge's "
-            f"models ({MODEL_PACKAGE}*); refusing to build it"
+def allowed_option(value: Any, key: str = ALLOWED_KEY) -> tuple[str, ...]:
+    """The `allowed_classes` option as typed (null, one class path, or a list of them), checked:
+    each entry is the full path of a class, `package.module.Class`."""
+    if value is None:
+        return ()
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, Sequence) or not all(
+        isinstance(entry, str) and _is_class_path(entry) for entry in entries
+    ):
+        raise ConfigError(
+            f"{key}={value!r} must be a list of model class paths, e.g. "
+            f"{key}=[mypkg.nets.Generator,mypkg.nets.Discriminator]"
         )
+    return tuple(entries)
+
+
+def model_class(
+    class_path: str, where: str = "ckpt=<checkpoint>", allowed_classes: Iterable[str] = ()
+) -> type[nn.Module]:
+    """Resolve a class path to a ganforge model class or one of `allowed_classes`, refusing
+    anything else before importing anything. `where` names the file for messages (`ckpt=PATH`)."""
+    module_name, _, name = class_path.rpartition(".")
+    own = module_name.startswith(MODEL_PACKAGE)
+    if not _admitted(class_path, frozenset(allowed_classes)):
+        raise _refused([class_path], where)
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
-        raise CheckpointError(
-            f"{where} names model class {class_path!r}, which this ganforge version lacks; "
+        fix = (
             "upgrade ganforge or use a checkpoint from this version"
+            if own
+            else "make its module importable here (install it or add it to PYTHONPATH)"
+        )
+        raise CheckpointError(
+            f"{where} names model class {class_path!r}, which cannot be imported here; {fix}"
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == module_name):
-        raise CheckpointError(f"{where}: {class_path!r} is not a ganforge model class")
+        raise CheckpointError(f"{where}: {class_path!r} is not a model class (an nn.Module)")
     return cls
 
 
@@ -320,14 +355,46 @@ def _why(err: Exception) -> str:
     return lines[0].split(". ")[0][:160]
 
 
-def _spec(record: dict[str, Any], which: str, where: str) -> NetworkSpec:
+def _is_class_path(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) >= 2 and all(part.isidentifier() for part in parts)
+
+
+def _admitted(class_path: str, allowed: frozenset[str]) -> bool:
+    return _is_class_path(class_path) and (
+        class_path.startswith(MODEL_PACKAGE) or class_path in allowed
+    )
+
+
+def _refused(class_paths: list[str], where: str) -> CheckpointError:
+    named = " and ".join(repr(c) for c in class_paths)
+    return CheckpointError(
+        f"{where} names model class {named}, which is neither one of ganforge's models "
+        f"({MODEL_PACKAGE}*) nor on the {ALLOWED_KEY} option; refusing to build it. If the file "
+        f"is yours and you trust that code, pass {ALLOWED_KEY}=[{','.join(class_paths)}]"
+    )
+
+
+def _check_admitted(record: dict[str, Any], where: str, allowed: frozenset[str]) -> None:
+    """Refuse, naming every one at once, the record's classes that may not be imported."""
+    paths = [
+        desc["class"]
+        for desc in (record.get("generator"), record.get("discriminator"))
+        if isinstance(desc, dict) and isinstance(desc.get("class"), str)
+    ]
+    refused = list(dict.fromkeys(c for c in paths if not _admitted(c, allowed)))
+    if refused:
+        raise _refused(refused, where)
+
+
+def _spec(record: dict[str, Any], which: str, where: str, allowed: frozenset[str]) -> NetworkSpec:
     desc = record.get(which)
     if not isinstance(desc, dict) or not isinstance(desc.get("class"), str):
         raise CheckpointError(
             f"{where}: the record's {which} entry is missing or malformed (no class); {_REWRITE}"
         )
     class_path = desc["class"]
-    cls = model_class(class_path, where)
+    cls = model_class(class_path, where, allowed)
     init_args = desc.get("init_args", {})
     if not isinstance(init_args, dict):
         raise CheckpointError(f"{where}: malformed init_args for the {which} (not a mapping)")
@@ -341,7 +408,13 @@ def _check_init_args(
     init = inspect.unwrap(cls.__init__)  # records_init_args wraps it
     parameters = dict(inspect.signature(init).parameters)
     parameters.pop(next(iter(parameters)))  # self
-    hints = typing.get_type_hints(init)
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception as err:  # an allowed outside class whose annotations do not resolve
+        raise CheckpointError(
+            f"{where}: {cls.__qualname__}.__init__'s type annotations cannot be read "
+            f"({type(err).__name__}: {err}); a model class annotates its plain arguments"
+        ) from None
     for name, value in init_args.items():
         param = parameters.get(name) if isinstance(name, str) else None
         if param is None or param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
@@ -466,6 +539,7 @@ def _check_weights(spec: NetworkSpec, which: str, state: dict[str, Tensor], wher
                 f"{where}: the {which} weight {prefix}{name} has shape {tuple(have[name].shape)} "
                 f"but its record's {spec.class_path} needs {tuple(tensor.shape)}; {_REWRITE}"
             )
+
 
 # --- writing the record -------------------------------------------------------------------------
 

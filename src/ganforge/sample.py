@@ -1,5 +1,7 @@
 """`ganforge-sample ckpt=PATH n=64 out=grid.png`: a sample grid (or latent interpolation) from a
-checkpoint, using the EMA generator when the checkpoint has one."""
+checkpoint, using the EMA generator when the checkpoint has one. A checkpoint of a model class
+outside ganforge is sampled when the command line allows it:
+`allowed_classes=[mypkg.nets.Generator,mypkg.nets.Discriminator]` (see `checkpoint.py`)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ganforge.callbacks.samples import scatter_image
 from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
 from ganforge.metrics.inception import atomic_write_bytes
+from ganforge.models.protocols import check_generator, is_image
 from ganforge.outputs import writable_file
 from ganforge.train import config_dir
 
@@ -59,6 +62,7 @@ def class_labels(n_classes: int | None, n: int, label: int | None, per_row: int)
 
 @torch.no_grad()
 def generate(net: nn.Module, z: Tensor, y: Tensor | None, batch: int = 256) -> Tensor:
+    # Unconditional generators are called with z alone (models/protocols.py).
     out = []
     for i in range(0, z.shape[0], batch):
         zi = z[i : i + batch]
@@ -86,8 +90,10 @@ def image_format(out: Path) -> str:
     return fmt
 
 
-def check_options(cfg: DictConfig) -> None:
-    """Every option as the value it must be, before the checkpoint is read."""
+def check_options(cfg: DictConfig) -> tuple[str, ...]:
+    """Every option as the value it must be, before the checkpoint is read; returns the
+    allowed model classes."""
+    allowed = checkpoint.allowed_option(cfg.get(checkpoint.ALLOWED_KEY))
     check_int("n", cfg.n)
     if cfg.n > MAX_SAMPLES:
         raise ConfigError(f"n={cfg.n} is more than {MAX_SAMPLES} samples in one picture")
@@ -100,22 +106,24 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"steps={cfg.steps} is more than {MAX_SAMPLES} samples in one row")
     if cfg.label is not None:
         check_int("label", cfg.label, minimum=0)
+    return allowed
 
 
 def sample(cfg: DictConfig) -> Path:
     """Write the picture asked for by `cfg` and return its path."""
-    check_options(cfg)
+    allowed = check_options(cfg)
     out = Path(cfg.out).expanduser()
     if out.is_dir():
         raise ConfigError(f"out={out} is a directory; pass a file path, e.g. out={out}/grid.png")
     fmt = image_format(out)
     if out.exists() and not out.is_dir() and not cfg.overwrite:
         raise ConfigError(f"out={out} exists; choose another path or pass overwrite=true")
-    ckpt = checkpoint.load(cfg.ckpt)
+    ckpt = checkpoint.load(cfg.ckpt, allowed_classes=allowed)
     net, used_ema = ckpt.build_generator(ema=cfg.ema)  # refuses NaN/inf weights
+    check_generator(net, key=f"{ckpt.where}'s generator")
     out = writable_file("out", out, overwrite=cfg.overwrite)
     z, per_row = latents(net.z_dim, cfg.n, cfg.interpolate, cfg.steps, cfg.seed)
-    n_classes = getattr(net, "n_classes", None)
+    n_classes = net.n_classes
     if n_classes and not cfg.interpolate and cfg.label is None:
         per_row = max(1, cfg.n // n_classes)  # one row per class
         z = torch.randn(
@@ -129,7 +137,7 @@ def sample(cfg: DictConfig) -> Path:
             f"{ckpt.where}: the generator's samples are not finite (NaN or inf), although its "
             "weights are; the run had diverged by this save: use an earlier checkpoint of it"
         )
-    if getattr(net, "is_image", x.dim() == 4):
+    if is_image(net):
         image = image_grid(x, nrow=per_row)
     else:
         image = scatter_image(x, None, None, f"iteration {ckpt.iteration}")

@@ -25,6 +25,7 @@ from torch import Tensor
 from ganforge.callbacks.images import figure_image, save_and_log_image
 from ganforge.callbacks.samples import draw_points, fixed_points
 from ganforge.errors import check_int
+from ganforge.models.protocols import is_image
 
 CURVES = {  # file stem -> (title, y label, metric keys)
     "losses": ("Losses", "loss", ("train/d_loss", "train/g_loss")),
@@ -98,7 +99,7 @@ class TrainingPlots(L.Callback):
 
     # --- recording ---------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if getattr(pl_module.G, "is_image", True):
+        if is_image(pl_module.G):
             return
         max_iters = pl_module.max_iters
         if max_iters:
@@ -113,7 +114,7 @@ class TrainingPlots(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         it = pl_module.iteration
-        if getattr(pl_module.G, "is_image", True):
+        if is_image(pl_module.G):
             return
         if (it in self._at) if self._at else (it & (it - 1)) == 0:  # else: powers of two
             self._snapshot(trainer, pl_module)
@@ -126,7 +127,7 @@ class TrainingPlots(L.Callback):
                 series.append((pl_module.iteration, value))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if not getattr(pl_module.G, "is_image", True):
+        if not is_image(pl_module.G):
             self._snapshot(trainer, pl_module)  # the final state, if not taken already
 
     def _snapshot(self, trainer: L.Trainer, pl_module: Any) -> None:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ganforge.callbacks.images import figure_image, image_grid, save_and_log_image
 from ganforge.errors import check_int
+from ganforge.models.protocols import is_image
 
 N_SCATTER = 2000  # points per 2-D scatter; fixed seed so frames are comparable
 
@@ -76,7 +77,7 @@ class SampleGrid(L.Callback):
         if it == self._last_iter or not trainer.is_global_zero:
             return None
         self._last_iter = it
-        if getattr(pl_module.G, "is_image", True):
+        if is_image(pl_module.G):
             fixed_y = pl_module.fixed_y
             fake = pl_module.generate(pl_module.fixed_z, fixed_y, ema=self.ema)
             # Conditional: the fixed noise is laid out one row per class.

@@ -31,6 +31,7 @@ from ganforge.models.layers import (
     records_init_args,
     spectral_norm_,
 )
+from ganforge.models.protocols import OutputKind
 
 # image size -> (size of the first feature map, number of stride-2 up/down layers)
 SIZES: dict[int, tuple[int, int]] = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
@@ -58,6 +59,8 @@ def init_dcgan_(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
+    output_kind: OutputKind = "image"
+
     @records_init_args
     def __init__(
         self,

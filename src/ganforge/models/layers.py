@@ -2,10 +2,7 @@
 BatchNorm for generators, the label-dependent head of conditional discriminators, maxout units
 and the papers' weight initialisations.
 
-The model protocol the GAN system relies on:
-- a generator is called `G(z)`, or `G(z, y)` when it is conditional (`G.n_classes` is set);
-- a discriminator is called `D(x)` or `D(x, y)` and returns one logit per pack of `D.pack`
-  samples; `D.judge(x, y)` also returns per-sample class logits when `D.conditional == "acgan"`.
+What the GAN system asks of a generator and a discriminator is written in `protocols.py`.
 """
 
 from __future__ import annotations

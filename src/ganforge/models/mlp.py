@@ -29,6 +29,7 @@ from ganforge.models.layers import (
     records_init_args,
     spectral_norm_,
 )
+from ganforge.models.protocols import OutputKind, is_image
 
 
 def _out_shape(channels: int | None, image_size: int | None, dim: int | None) -> tuple[int, ...]:
@@ -102,7 +103,7 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.n_classes = check_conditional(conditional, n_classes)
         self.out_shape = _out_shape(channels, image_size, dim)
-        self.is_image = len(self.out_shape) == 3
+        self.output_kind: OutputKind = "image" if len(self.out_shape) == 3 else "vector"
         sizes = [z_dim + (self.n_classes or 0)] + [hidden] * depth
         body = _generator_body(sizes, norm, bias, bn_momentum)
         # The output layer keeps its bias: no BatchNorm follows it.
@@ -113,7 +114,7 @@ class Generator(nn.Module):
         if self.n_classes is not None:
             z = torch.cat([z, one_hot(y, self.n_classes, like=z)], dim=1)
         x = self.net(z).view(z.shape[0], *self.out_shape)
-        return torch.tanh(x) if self.is_image else x
+        return torch.tanh(x) if is_image(self) else x
 
 
 class Discriminator(nn.Module):

@@ -31,6 +31,7 @@ from ganforge.models.layers import (
     require_labels,
     spectral_norm_,
 )
+from ganforge.models.protocols import OutputKind
 
 SIZES = (32, 64)
 
@@ -99,6 +100,8 @@ class DBlock(nn.Module):
 
 
 class Generator(nn.Module):
+    output_kind: OutputKind = "image"
+
     @records_init_args
     def __init__(
         self,
