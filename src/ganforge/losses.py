@@ -4,8 +4,11 @@ Every function takes raw D outputs (logits, or critic values for the Wasserstein
 a scalar to *minimise*. Probabilities never appear: log D(x) = logsigmoid(x) = -softplus(-x) and
 log(1 - D(x)) = -softplus(x) keep the losses finite for any logit.
 
-`GANLoss` pairs a D and a G function under one config name and records how D's output reads as a
-probability (for logging); it holds no tensors, so it can be built from a YAML with one key.
+`GANLoss` pairs a D and a G function and records how D's output reads as a probability (for
+logging); it holds no tensors. ganforge's own pairs are chosen by name (`GANLoss("hinge")`); any
+other pair is passed as the functions themselves, which a loss yaml wires with Hydra:
+`discriminator: {_target_: mypkg.losses.my_d, _partial_: true}` (see the README's Development
+section).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, check_bool
 
 
 # --- minimax (Goodfellow et al. 2014) -------------------------------------------------------------
@@ -101,18 +104,51 @@ LOSS_NAMES = tuple(_LOSSES)
 
 
 class GANLoss:
-    """The adversarial objective named `name` (one of `LOSS_NAMES`)."""
+    """The adversarial objective named `name` (one of `LOSS_NAMES`), or, when `discriminator` and
+    `generator` are given, that pair under the label `name`.
 
-    def __init__(self, name: str) -> None:
-        if name not in _LOSSES:
-            raise ConfigError(
-                f"loss.name={name!r} is not a known GAN loss; choose one of {list(LOSS_NAMES)} "
-                f"(e.g. loss=hinge on the command line)"
-            )
+    Args:
+        discriminator: `d(real_logits, fake_logits) -> scalar` to minimise.
+        generator: `g(fake_logits, real_logits=None) -> scalar` to minimise.
+        probabilistic: D's output is the logit of a probability (logged through a sigmoid);
+            false: a raw score, logged as it is.
+        generator_needs_real: `generator` reads D(x); only then is the extra forward pass made.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        discriminator: DLoss | None = None,
+        generator: GLoss | None = None,
+        probabilistic: bool = False,
+        generator_needs_real: bool = False,
+    ) -> None:
         self.name = name
-        self.discriminator, self._generator, self._probabilistic = _LOSSES[name]
-        # Only the relativistic G loss looks at D(x); others skip that extra forward pass.
-        self.generator_needs_real = name == "relativistic"
+        if discriminator is None and generator is None:
+            if name not in _LOSSES:
+                raise ConfigError(
+                    f"loss.name={name!r} is not a known GAN loss; choose one of "
+                    f"{list(LOSS_NAMES)} (e.g. loss=hinge on the command line), or give "
+                    "loss.discriminator and loss.generator functions"
+                )
+            self.discriminator, self._generator, self._probabilistic = _LOSSES[name]
+            # Only the relativistic G loss looks at D(x); others skip that extra forward pass.
+            self.generator_needs_real = name == "relativistic"
+            return
+        for key, fn in (("discriminator", discriminator), ("generator", generator)):
+            if not callable(fn):
+                raise ConfigError(
+                    f"loss.{key}={fn!r} must be a function (in the loss yaml: "
+                    f"{{_target_: mypkg.losses.my_{key[0]}, _partial_: true}})"
+                )
+        for key, flag in (
+            ("probabilistic", probabilistic),
+            ("generator_needs_real", generator_needs_real),
+        ):
+            check_bool(f"loss.{key}", flag)
+        assert discriminator is not None and generator is not None  # checked just above
+        self.discriminator, self._generator = discriminator, generator
+        self._probabilistic, self.generator_needs_real = probabilistic, generator_needs_real
 
     def generator(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return self._generator(fake_logits, real_logits)
