@@ -148,7 +148,7 @@ RECIPES = {
     "model": ["model=tiny", "data=toy_ring", "data.n_samples=512"],
     "dataset": ["data=stripes", *TINY_MLP],
 }
-ALLOWED = f"++allowed_classes=[{EXT}.nets.Generator,{EXT}.nets.Discriminator]"
+ALLOWED = f"allowed_classes=[{EXT}.nets.Generator,{EXT}.nets.Discriminator]"
 EXTRA = {"model": [ALLOWED]}  # what sample and eval need beyond the checkpoint
 EVAL = {  # small evaluations: mode coverage for the ring, FID on 20 samples for the stripes
     "loss": ["metrics.n_samples=200"],
@@ -282,24 +282,8 @@ def test_recipe_samples(outcome, recipe: str) -> None:
         assert grid.size == (400, 400)  # a scatter of the generated points
 
 
-# Waiting for eval.py (owned elsewhere, issue #12): strict, so each turns into a failure the day
-# it passes and the mark must go.
-EVAL_WIRING = {
-    "model": "eval.py does not yet pass allowed_classes to checkpoint.load",
-    "dataset": "eval.py looks reference data up in ganforge's conf/data only, not the search path",
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "recipe",
-    [
-        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=EVAL_WIRING[r]))
-        if r in EVAL_WIRING
-        else r
-        for r in RECIPES
-    ],
-)
+@pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_evaluates(outcome, recipe: str) -> None:
     root, results = outcome
     succeeded(results, f"{recipe}-eval")
@@ -320,7 +304,6 @@ def test_outside_model_not_allowed_is_refused_naming_the_option(outcome) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="train.py does not yet call protocols.check_models")
 def test_a_model_without_the_interface_is_refused_before_training(outcome) -> None:
     root, results = outcome
     result = results["model-without-output-kind"]

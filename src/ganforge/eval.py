@@ -39,9 +39,27 @@ MAX_DATA_FLOAT = 1e6
 MAX_DATA_STR = 64
 
 
+def _data_dirs() -> list[Path]:
+    """conf/data folders on Hydra's search path, first wins: those the user added with
+    hydra.searchpath=[file://DIR], then ganforge's own conf/data."""
+    from hydra.core.hydra_config import HydraConfig
+
+    dirs = []
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.schema == "file" and (Path(source.path) / "data").is_dir():
+                dirs.append(Path(source.path) / "data")
+    return [*dirs, config_dir() / "data"]
+
+
 def data_options() -> list[str]:
-    """The datasets ganforge has configs for: the only names a checkpoint may select."""
-    return sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
+    """The datasets with a config on the search path: the only names a checkpoint may select."""
+    return sorted({p.stem for d in _data_dirs() for p in d.glob("*.yaml")})
+
+
+def data_yaml(name: str) -> DictConfig:
+    path = next(d / f"{name}.yaml" for d in _data_dirs() if (d / f"{name}.yaml").is_file())
+    return OmegaConf.load(path)
 
 
 class _Source(NamedTuple):
@@ -88,7 +106,7 @@ def reference_datamodule(
                 f"ganforge's datasets {data_options()}; pick the reference data with data=NAME "
                 "(and data.root=PATH)"
             )
-    yaml = OmegaConf.load(config_dir() / "data" / f"{name}.yaml")
+    yaml = data_yaml(name)
     target = str(yaml["_target_"])
     raw = OmegaConf.to_container(yaml, resolve=False)
     assert isinstance(raw, dict)
@@ -259,7 +277,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
     assert isinstance(metrics, dict)
     evaluator = Evaluator(**metrics, key="metrics")
-    ckpt = checkpoint.load(cfg.ckpt)
+    ckpt = checkpoint.load(
+        cfg.ckpt, allowed_classes=checkpoint.allowed_option(cfg.get(checkpoint.ALLOWED_KEY))
+    )
     generator, used_ema = ckpt.build_generator(ema=cfg.ema)
     generator.to(device)
     datamodule = reference_datamodule(ckpt, cfg)

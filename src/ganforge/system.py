@@ -31,6 +31,7 @@ from ganforge.augment import diff_augment, parse_policy
 from ganforge.checkpoint import RECORD_KEY, write_record
 from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
+from ganforge.models.protocols import check_discriminator, check_generator
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
 from ganforge.regularizers import gradient_penalty, r1_penalty
@@ -56,6 +57,10 @@ class GANSystem(L.LightningModule):
         **settings: Any,
     ) -> None:
         super().__init__()
+        # The interfaces first: a network without them fails here with one message naming the
+        # option that built it, not with an AttributeError deep in the first step.
+        check_generator(generator)
+        check_discriminator(discriminator)
         self.settings = s = Settings(**settings)
         _check_discriminator_conditional(discriminator, s.conditional)
         self.nan_guard = NanGuard(s.nan_policy, s.max_skips, s.max_consecutive_skips)

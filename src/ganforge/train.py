@@ -32,6 +32,7 @@ from ganforge.callbacks.progress import IterationProgress
 from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError
 from ganforge.metrics.fetch_inception import ensure_weights
+from ganforge.models.protocols import check_models
 from ganforge.preflight import (
     check_ckpt_path,
     check_config,
@@ -72,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # (the system has checked the value). The training order is seeded by the run's seed; the
     # data's own `seed` draws toy datasets.
     datamodule = build(cfg.data, batches_per_step=system.n_critic, shuffle_seed=cfg.seed)
+    check_models(system.G, system.D, image=datamodule.is_image, data=cfg.data.name)
     _check_pack(datamodule.batch_size, system.pack)
     record = _check_resume(cfg, ckpt_path, system) if ckpt_path else {}
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
@@ -204,8 +206,11 @@ def _auto_resume(cfg: DictConfig) -> str | None:
     runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
     own = Path(cfg.paths.output_dir).resolve()
     found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parent.parent.resolve() != own]
+    # The classes this run builds may be the user's own (outside ganforge.models): their earlier
+    # checkpoints are as readable as ganforge's.
+    own_classes = [str(cfg.model.generator._target_), str(cfg.model.discriminator._target_)]
     for candidate in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        if checkpoint.is_readable(candidate):
+        if checkpoint.is_readable(candidate, allowed_classes=own_classes):
             log.info("resume=auto: continuing %s", candidate)
             return str(candidate)
         log.warning("resume=auto: skipping %s, which cannot be read as a checkpoint", candidate)
