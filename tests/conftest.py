@@ -11,9 +11,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-# Fake data files for the downloadable datasets live in tests/fakes.py; test_reproduce.py still
-# imports write_cifar from here (a re-export until its import names fakes).
-from fakes import write_cifar  # noqa: F401
 from ganforge.data.toy import ToyRingDataModule
 from ganforge.losses import GANLoss
 from ganforge.models import mlp

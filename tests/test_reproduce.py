@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_train, write_cifar
+from conftest import compose_train
+from fakes import write_cifar
 from ganforge import checkpoint
 from ganforge.errors import ConfigError
 from ganforge.reproduce import (

@@ -360,11 +360,7 @@ def mode_protocol(
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(int(cfg.metrics.seed)))
     with torch.no_grad():
         samples = G(z)
-    k = len(data.modes)
-    # mode_stats covers a mode with >= min_share * n / k points; half a point below the paper's
-    # integer count keeps float rounding from moving the threshold.
-    min_share = (protocol["min_per_mode"] - 0.5) * k / n
-    stats = mode_stats(samples, data.modes, data.std, min_share=min_share)
+    stats = mode_stats(samples, data.modes, data.std, min_count=int(protocol["min_per_mode"]))
     metrics = {f"val/{name}": float(value) for name, value in stats.items()}
     note = f"final checkpoint (iteration {ckpt.iteration}), {'EMA' if used_ema else 'raw'} G"
     return metrics, dict.fromkeys(metrics, n), note

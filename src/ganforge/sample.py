@@ -19,7 +19,7 @@ from ganforge.callbacks.images import image_grid
 from ganforge.callbacks.samples import scatter_image
 from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
-from ganforge.metrics.inception import atomic_write_bytes
+from ganforge.metrics.files import atomic_write_bytes
 from ganforge.models.protocols import check_generator, is_image
 from ganforge.outputs import writable_file
 from ganforge.train import config_dir

@@ -21,13 +21,11 @@ from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d
 
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.metrics.backbone import LAYERS, load_inception
-from ganforge.metrics.files import atomic_write_bytes, file_sha256
+from ganforge.metrics.files import file_sha256
 from ganforge.metrics.inception_fast import fuse_inception, resize_tf1_bilinear
 from ganforge.metrics.weights import resolve_weights
 
-# atomic_write_bytes is metrics.files'; re-exported for sample.py's import from here.
 __all__ = ["NUM_FEATURES", "RESIZE_MODES", "FeatureExtractor", "InceptionFeatures"]
-__all__ += ["atomic_write_bytes"]
 
 NUM_FEATURES = 2048
 RESIZE_MODES = ("tf1_bilinear", "bilinear", "bicubic")
