@@ -13,11 +13,14 @@ import pickle
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from PIL import Image
+from torch import Tensor
 
 from ganforge.data.cifar import CIFAR10DataModule
 from ganforge.data.image_folder import ImageFolderDataModule
@@ -113,3 +116,35 @@ def data_overrides(data: str, tmp_path: Path, conf: Path | None = None) -> list[
     cls = get_class(target)
     writer = next((w for base, w in WRITERS.items() if issubclass(cls, base)), None)
     return writer(tmp_path / "data") if writer is not None else []
+
+
+# --- a stand-in for the Inception network ---------------------------------------------------------
+class FakeExtractor:
+    """A deterministic 8-d "Inception" that counts how many images it has seen."""
+
+    num_features = 8
+    has_logits = False
+    device = torch.device("cpu")
+
+    def __init__(self, weights_sha256: str = "f" * 64) -> None:
+        self.weights_sha256 = weights_sha256
+        self.images_seen = 0
+        g = torch.Generator().manual_seed(0)
+        self.projection = torch.randn(3 * 4 * 4, self.num_features, generator=g)
+
+    def protocol_fields(self) -> dict[str, Any]:
+        return {
+            "backbone": "fake",
+            "resize": "area4",
+            "antialias": False,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    def extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        assert images.dtype == torch.uint8
+        self.images_seen += images.shape[0]
+        small = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4)
+        return small.expand(-1, 3, -1, -1).flatten(1) @ self.projection, None
+
+    def to(self, device: torch.device | str) -> FakeExtractor:
+        return self

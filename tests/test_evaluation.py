@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from fakes import FakeExtractor
 from ganforge.data import image_folder, mnist
 from ganforge.data.base import InMemoryDataModule
 from ganforge.data.image_folder import ImageFolderDataModule
@@ -28,29 +29,6 @@ from ganforge.evaluation.identity import data_identity
 from ganforge.evaluation.reference import ReferenceStats, reference_features
 from ganforge.evaluation.scores import evaluate, kid_subset_for
 from ganforge.metrics.toy2d import mode_stats
-
-
-class FakeExtractor:
-    """A deterministic 8-d "Inception" (4x4 average pool, fixed projection) counting images."""
-
-    num_features = 8
-    has_logits = False
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.images_seen = 0
-        self.projection = torch.randn(48, 8, generator=torch.Generator().manual_seed(0))
-
-    def protocol_fields(self) -> dict[str, Any]:
-        return {"backbone": "fake", "resize": "area4", "antialias": False, "weights_sha256": "f"}
-
-    def extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        self.images_seen += images.shape[0]
-        small = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4)
-        return small.expand(-1, 3, -1, -1).flatten(1) @ self.projection, None
-
-    def to(self, device: torch.device | str) -> FakeExtractor:
-        return self
 
 
 def write_pngs(folder: Path, n: int, seed: int = 0) -> None:

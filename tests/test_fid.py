@@ -21,6 +21,7 @@ from torch import Tensor
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
 
+from fakes import FakeExtractor
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.evaluation.reference import (
     ReferenceCacheWarning,
@@ -161,37 +162,6 @@ def test_pr_matches_brute_force_with_small_chunks() -> None:
 
 
 # ---------------------------------------------------------------- cache and evaluate (fake net)
-
-
-class FakeExtractor:
-    """A deterministic 8-d "Inception" that counts how many images it has seen."""
-
-    num_features = 8
-    has_logits = False
-    device = torch.device("cpu")
-
-    def __init__(self, weights_sha256: str = "f" * 64) -> None:
-        self.weights_sha256 = weights_sha256
-        self.images_seen = 0
-        g = torch.Generator().manual_seed(0)
-        self.projection = torch.randn(3 * 4 * 4, self.num_features, generator=g)
-
-    def protocol_fields(self) -> dict[str, Any]:
-        return {
-            "backbone": "fake",
-            "resize": "area4",
-            "antialias": False,
-            "weights_sha256": self.weights_sha256,
-        }
-
-    def extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        assert images.dtype == torch.uint8
-        self.images_seen += images.shape[0]
-        small = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4)
-        return small.expand(-1, 3, -1, -1).flatten(1) @ self.projection, None
-
-    def to(self, device: torch.device | str) -> FakeExtractor:
-        return self
 
 
 def fake_images(n: int, seed: int, shift: int = 0) -> Tensor:

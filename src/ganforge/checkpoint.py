@@ -577,3 +577,25 @@ def write_record(
         "wandb_run_id": None if wandb is None else str(wandb.version),
         "rng": get_rng_states(),
     }
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """The exact-resume part of a record, as `write_record` stored it (absent fields: None)."""
+
+    iteration: int
+    noise_rng: Tensor | None
+    rng: dict[str, Any] | None
+    wandb_run_id: str | None
+
+
+def resume_state(record: dict[str, Any]) -> ResumeState:
+    """Read back what `write_record` stored for resuming; checkpoints from before exact resume
+    lack the RNG states, and every field is optional in a record that `load` has validated."""
+    run_id = record.get("wandb_run_id")
+    return ResumeState(
+        iteration=int(record.get("iteration", 0)),
+        noise_rng=record.get("noise_rng"),
+        rng=record.get("rng"),
+        wandb_run_id=str(run_id) if run_id else None,
+    )

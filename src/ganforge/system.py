@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
-from ganforge.checkpoint import RECORD_KEY, write_record
+from ganforge.checkpoint import RECORD_KEY, resume_state, write_record
 from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator
@@ -319,11 +319,11 @@ class GANSystem(L.LightningModule):
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record = checkpoint.get(RECORD_KEY, {})
-        self.iteration = int(record.get("iteration", 0))
-        if "noise_rng" in record:  # checkpoints from before exact resume lack it
-            self.noise.set_state(record["noise_rng"])
-        self._pending_rng = record.get("rng")
+        state = resume_state(checkpoint.get(RECORD_KEY, {}))
+        self.iteration = state.iteration
+        if state.noise_rng is not None:  # checkpoints from before exact resume lack it
+            self.noise.set_state(state.noise_rng)
+        self._pending_rng = state.rng
 
 
 def linear_decay(start: int, end: int) -> Callable[[int], float]:

@@ -193,7 +193,7 @@ def _resume_wandb(name: str, node: DictConfig, record: dict[str, Any]) -> dict[s
     """On resume, the W&B run id recorded in the checkpoint, unless logger.wandb.id is set."""
     if name != "wandb" or node.get("id"):
         return {}
-    run_id = record.get("wandb_run_id")
+    run_id = checkpoint.resume_state(record).wandb_run_id
     return {"id": run_id} if run_id else {}
 
 
