@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganforge import checkpoint
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError, check_int
 from ganforge.metrics.toy2d import mode_stats
 from ganforge.train import build, config_dir
 
@@ -202,7 +202,7 @@ def protocol_of(cfg: DictConfig) -> dict[str, Any] | None:
     assert isinstance(p, dict)
     counts = p.get("n_samples")
     for key, value in counts.items() if isinstance(counts, dict) else [("", counts)]:
-        _check_count(f"paper.protocol.n_samples{'.' + key if key else ''}", value)
+        check_int(f"paper.protocol.n_samples{'.' + key if key else ''}", value)
     if cfg.data.get("channels") is not None:
         return p
     if isinstance(counts, dict):
@@ -210,18 +210,13 @@ def protocol_of(cfg: DictConfig) -> dict[str, Any] | None:
             "paper.protocol.n_samples must be one count for a 2-D mixture (the harness draws "
             f"that many points for every metric), not {counts}"
         )
-    _check_count("paper.protocol.min_per_mode", p.get("min_per_mode"))
+    check_int("paper.protocol.min_per_mode", p.get("min_per_mode"))
     if p.get("sigmas", MODE_STATS_SIGMAS) != MODE_STATS_SIGMAS:
         raise ConfigError(
             f"paper.protocol.sigmas={p['sigmas']} but ganforge's mode metric counts a point as "
             f"high quality within {MODE_STATS_SIGMAS} std (metrics/toy2d.py); set sigmas: 3"
         )
     return p
-
-
-def _check_count(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r} must be a positive integer")
 
 
 def paper_samples(protocol: dict[str, Any], metric: str) -> int | None:
