@@ -58,8 +58,10 @@ def data_options() -> list[str]:
 
 
 def data_yaml(name: str) -> DictConfig:
-    path = next(d / f"{name}.yaml" for d in _data_dirs() if (d / f"{name}.yaml").is_file())
-    return OmegaConf.load(path)
+    found = [d / f"{name}.yaml" for d in _data_dirs() if (d / f"{name}.yaml").is_file()]
+    if not found:
+        raise ConfigError(f"data={name} is not one of ganforge's datasets {data_options()}")
+    return OmegaConf.load(found[0])
 
 
 class _Source(NamedTuple):

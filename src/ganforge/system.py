@@ -73,7 +73,7 @@ class GANSystem(L.LightningModule):
         self.n_critic, self.max_iters, self.n_classes = s.n_critic, s.max_iters, s.n_classes
         self.augment_policy = parse_policy(s.diffaugment)
         # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
-        self.pack: int = getattr(discriminator, "pack", 1)
+        self.pack: int = discriminator.pack
         self.G_ema: nn.Module | None = None
         if s.ema_decay is not None:
             self.G_ema = copy.deepcopy(generator).requires_grad_(False)
@@ -336,7 +336,7 @@ def linear_decay(start: int, end: int) -> Callable[[int], float]:
 
 
 def _check_discriminator_conditional(discriminator: nn.Module, conditional: str) -> None:
-    built_as = getattr(discriminator, "conditional", "none")
+    built_as = discriminator.conditional  # check_discriminator made sure it is there
     if built_as != conditional:
         raise ConfigError(
             f"system.conditional={conditional} but the discriminator was built with "
