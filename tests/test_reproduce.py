@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_train
@@ -65,6 +67,8 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["experiment=pacgan_grid", "variant=PacGAN8"], r"variant=PacGAN8 is not a variant.*GAN"),
         (["experiment=pacgan_grid", "model.widht=3"], r"does not compose.*model\.widht"),
         (["experiment=pacgan_grid", "oops"], r"argument 'oops' is not key=value"),
+        (["experiment=pacgan_grid", "extend=yes"], r"extend=yes must be true or false"),
+        (["experiment=toy_grid", "extend=true"], r"extend=true .* has optim\.decay=linear"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_message(
@@ -183,6 +187,36 @@ def test_reproduce_resumes_a_killed_run_and_writes_the_table(tmp_path: Path) -> 
     again = run_cli(*args, timeout=300)  # everything done: nothing retrained
     assert again.returncode == 0 and "done earlier" in again.stderr
     assert (seed0 / "train.log").read_text() == log
+
+
+@pytest.mark.slow
+def test_extend_continues_a_shorter_run_into_the_longer_one(tmp_path: Path) -> None:
+    """budget=N extend=true from an N/2 run gives the N-iteration run itself (exact resume), and
+    says where it began."""
+    common = ["experiment=pacgan_ring", "variant=GAN", "seeds=1", "threads=1", *TINY]
+    for budget, extra in ((100, []), (200, ["extend=true"])):
+        done = run_cli(*common, f"budget={budget}", f"out={tmp_path / 'extended'}", *extra,
+                       timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    straight = run_cli(*common, "budget=200", f"out={tmp_path / 'straight'}", timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    def final(out: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        run = tmp_path / out / "pacgan_ring" / "GAN" / "iters_200" / "seed_0"
+        result = json.loads((run / "reproduce_result.json").read_text())
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        return result, state
+
+    (extended, extended_state), (direct, direct_state) = final("extended"), final("straight")
+    shorter = tmp_path / "extended" / "pacgan_ring" / "GAN" / "iters_100" / "seed_0"
+    assert extended["extended_from"] == str(shorter / "checkpoints" / "last.ckpt")
+    assert direct["extended_from"] is None
+    assert extended_state.keys() == direct_state.keys()
+    for key, value in direct_state.items():
+        assert torch.equal(extended_state[key], value), key
+    assert extended["metrics"] == direct["metrics"]
+    commands = (shorter.parent.parent / "iters_200" / "seed_0" / "train.log").read_text()
+    assert commands.count("$ ") == 1 and f"ckpt_path={shorter}" in commands
 
 
 def test_image_protocol_names_each_metrics_paper_sample_count() -> None:

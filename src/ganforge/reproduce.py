@@ -1,13 +1,16 @@
 """`ganforge-reproduce`: run an experiment preset over seeds and set its numbers beside the paper's.
 
     ganforge-reproduce experiment=pacgan_grid seeds=5 [budget=N] [jobs=2] [variant=GAN,PacGAN4]
-                       [out=DIR] [threads=T] [any ganforge-train override ...]
+                       [out=DIR] [threads=T] [extend=true] [any ganforge-train override ...]
 
 Each (variant, seed) is one `ganforge-train` process with a stable run directory,
 `OUT/<experiment>/<variant>/iters_<budget>/seed_<k>`, so running the same command again resumes
 an interrupted run from its newest readable checkpoint and skips the finished ones. `jobs`
 processes run at once, each with `num_threads=threads` (default: the cores split between jobs)
-so that they do not fight over cores.
+so that they do not fight over cores. With `extend=true`, a run that has not started continues
+the same variant and seed's longest shorter run (`iters_<M>`, M < budget) from its checkpoint
+instead of starting from scratch: with exact resume and no schedule tied to the run's length
+(refused otherwise), that is the longer run, for the cost of the missing iterations only.
 
 The paper's side comes from the preset alone, never from code: its `paper:` key holds the
 source, the paper's run length, its evaluation `protocol` and, per variant (the preset plus some
@@ -54,7 +57,7 @@ from ganforge.train import build, config_dir
 log = logging.getLogger("ganforge")
 
 # Keys of the command itself; everything else goes to ganforge-train.
-OWN_KEYS = ("experiment", "seeds", "budget", "jobs", "variant", "out", "threads")
+OWN_KEYS = ("experiment", "seeds", "budget", "jobs", "variant", "out", "threads", "extend")
 # Set by the harness for each run: a user override of these would break the stable run
 # directories or the table's bookkeeping.
 RESERVED = ("seed", "train.max_iters", "hydra.run.dir", "ckpt_path", "resume", "num_threads")
@@ -73,6 +76,7 @@ class Options:
     out: Path = Path("outputs") / "reproduce"
     threads: int | None = None
     overrides: tuple[str, ...] = ()
+    extend: bool = False
 
 
 @dataclass
@@ -130,7 +134,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         ),
         threads=_positive_int("threads", own["threads"]) if "threads" in own else None,
         overrides=tuple(rest),
+        extend=_flag("extend", own.get("extend", "false")),
     )
+
+
+def _flag(key: str, text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ConfigError(f"{key}={text} must be true or false")
+    return text.lower() == "true"
 
 
 def _positive_int(key: str, text: str) -> int:
@@ -247,8 +258,40 @@ def resume_point(folder: Path) -> Path | None:
     return best[1] if best else None
 
 
+def shorter_run_point(opts: Options, variant: Variant, iterations: int, seed: int) -> Path | None:
+    """For extend=true: the newest readable checkpoint of this variant and seed's longest run
+    shorter than `iterations` (under the same `out`), or None."""
+    found: list[tuple[int, Path]] = []
+    for folder in (opts.out / opts.experiment / variant.name).glob(f"iters_*/seed_{seed}"):
+        length = folder.parent.name.removeprefix("iters_")
+        if length.isdigit() and int(length) < iterations:
+            start = resume_point(folder)
+            if start is not None:
+                found.append((checkpoint.load(start).iteration, start))
+    return max(found)[1] if found else None
+
+
+def check_extendable(variants: list[Variant], opts: Options) -> None:
+    """A continued run equals a longer one only when nothing in it depends on the run's length:
+    optim.decay=linear falls to 0 at train.max_iters, so its shorter run took other steps."""
+    for v in variants:
+        decay = OmegaConf.select(v.cfg, "optim.decay")
+        if decay not in (None, "none"):
+            raise ConfigError(
+                f"extend=true continues shorter runs, which equals a longer run only when no "
+                f"schedule depends on train.max_iters; experiment={opts.experiment} (variant "
+                f"{v.name}) has optim.decay={decay}; drop extend=true to train from scratch"
+            )
+
+
 def train_command(
-    opts: Options, variant: Variant, iterations: int, seed: int, folder: Path, threads: int
+    opts: Options,
+    variant: Variant,
+    iterations: int,
+    seed: int,
+    folder: Path,
+    threads: int,
+    start: Path | None,
 ) -> list[str]:
     every = OmegaConf.select(variant.cfg, "callbacks.checkpoint") or {}
     # A checkpoint at least every tenth of the run, so an interrupted run loses little.
@@ -268,7 +311,6 @@ def train_command(
     ]
     if every:
         command.append(f"callbacks.checkpoint.every_n_iters={ckpt_every}")
-    start = resume_point(folder)
     if start is not None:
         command.append(f"ckpt_path={start}")
     return command
@@ -283,20 +325,25 @@ def run_seed(
         log.info("%s seed %d: done earlier (%s)", job.variant.name, job.seed, done)
         return job
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    command = train_command(opts, job.variant, iterations, job.seed, job.run_dir, threads)
-    resumed = any(c.startswith("ckpt_path=") for c in command)
+    start = resume_point(job.run_dir)
+    resumed = start is not None
+    # Where an extended run began, kept beside it so that a resumed one still says so.
+    marker = job.run_dir / "extended_from.txt"
+    extended_from = Path(marker.read_text().strip()) if marker.is_file() else None
+    if start is None and opts.extend:
+        start = extended_from = shorter_run_point(opts, job.variant, iterations, job.seed)
+        if start is not None:
+            marker.write_text(f"{start}\n")
+    command = train_command(opts, job.variant, iterations, job.seed, job.run_dir, threads, start)
     last = job.run_dir / "checkpoints" / "last.ckpt"
     if resumed and checkpoint.is_readable(last) and checkpoint.load(last).iteration >= iterations:
         # Trained to the end but not evaluated (stopped in between): evaluate only.
         command = []
-    log.info(
-        "%s seed %d: %s %d iterations in %s",
-        job.variant.name,
-        job.seed,
-        "resuming" if resumed else "training",
-        iterations,
-        job.run_dir,
-    )
+    doing = "resuming" if resumed else "training"
+    if extended_from is not None and not resumed:
+        doing = f"continuing {extended_from} to"
+    log.info("%s seed %d: %s %d iterations in %s", job.variant.name, job.seed, doing, iterations,
+             job.run_dir)  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.monotonic()
     code = 0
@@ -325,6 +372,7 @@ def run_seed(
         "note": note,
         "wall_s_last_invocation": round(wall, 1),
         "resumed": resumed,
+        "extended_from": str(extended_from) if extended_from else None,
         "threads": threads,
     }
     done.write_text(json.dumps(job.result, indent=2))
@@ -538,6 +586,8 @@ def markdown(summary: dict[str, Any]) -> str:
 def reproduce(opts: Options) -> dict[str, Any]:
     """Run (or resume) every variant x seed, evaluate, write and return the summary."""
     variants = compose_variants(opts)
+    if opts.extend:
+        check_extendable(variants, opts)
     protocols = {v.name: protocol_of(v.cfg) for v in variants}
     iterations = {}
     for v in variants:
