@@ -219,6 +219,15 @@ def test_extend_continues_a_shorter_run_into_the_longer_one(tmp_path: Path) -> N
     commands = (shorter.parent.parent / "iters_200" / "seed_0" / "train.log").read_text()
     assert commands.count("$ ") == 1 and f"ckpt_path={shorter}" in commands
 
+    # Other settings than the shorter run's: one error naming the key, before anything is written.
+    changed = [*common, "budget=300", f"out={tmp_path / 'extended'}", "extend=true",
+               "model.generator.hidden=32"]  # fmt: skip
+    refused = run_cli(*changed, timeout=600)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "trained with system.generator.hidden=16" in refused.stderr
+    assert "sets system.generator.hidden=32" in refused.stderr
+    assert not (shorter.parent.parent / "iters_300").exists()
+
 
 def test_image_protocol_names_each_metrics_paper_sample_count() -> None:
     cfg = OmegaConf.create(

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganforge import checkpoint
@@ -94,6 +94,7 @@ class SeedRun:
     run_dir: Path
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    extend_from: Path | None = None  # extend=true: the shorter run's checkpoint to continue
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -284,6 +285,58 @@ def check_extendable(variants: list[Variant], opts: Options) -> None:
             )
 
 
+# Settings a continued run may change: its length, and where things are on this machine.
+# (system.seed is seed_<k>'s in both runs; the preset's composed config holds the default seed.)
+EXTEND_MAY_DIFFER = {"system.max_iters", "system.log_every", "data.root", "data.num_workers",
+                     "data.download", "system.seed"}  # fmt: skip
+
+
+def plan_extension(opts: Options, job: SeedRun, iterations: int) -> None:
+    """extend=true: pick the shorter run a not-yet-started job continues, after checking that it
+    trained with this command's settings (else one error naming the first key that differs)."""
+    if (job.run_dir / RESULT_FILE).is_file() or resume_point(job.run_dir) is not None:
+        return
+    start = shorter_run_point(opts, job.variant, iterations, job.seed)
+    if start is None:
+        return
+    shorter = start.parent.parent
+    before = _leaves(OmegaConf.load(shorter / "config_resolved.yaml"))
+    now = _leaves(job.variant.cfg)
+    # Keys only one side has are a newer or older ganforge's layout, not a changed setting.
+    compared = [
+        k
+        for k in sorted(before.keys() & now.keys())
+        if k.split(".")[0] in ("system", "data") and k not in EXTEND_MAY_DIFFER
+    ]
+    for key in compared:
+        if before[key] != now[key]:
+            raise ConfigError(
+                f"extend=true would continue {shorter}, trained with {key}={before[key]}, "
+                f"but this command sets {key}={now[key]}; run with the same overrides, or "
+                "drop extend=true (or pick another out=) to train from scratch"
+            )
+    job.extend_from = start
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf that resolves here (paths that only a Hydra app can
+    resolve are skipped: they are this machine's, not the run's settings)."""
+    out: dict[str, Any] = {}
+    for key in node.keys() if isinstance(node, DictConfig) else []:
+        try:
+            value = node[key]
+            if isinstance(value, ListConfig):
+                value = OmegaConf.to_container(value, resolve=True)
+        except (OmegaConfBaseException, ValueError, KeyError):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            out.update(_leaves(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def train_command(
     opts: Options,
     variant: Variant,
@@ -330,10 +383,9 @@ def run_seed(
     # Where an extended run began, kept beside it so that a resumed one still says so.
     marker = job.run_dir / "extended_from.txt"
     extended_from = Path(marker.read_text().strip()) if marker.is_file() else None
-    if start is None and opts.extend:
-        start = extended_from = shorter_run_point(opts, job.variant, iterations, job.seed)
-        if start is not None:
-            marker.write_text(f"{start}\n")
+    if start is None and job.extend_from is not None:
+        start = extended_from = job.extend_from
+        marker.write_text(f"{start}\n")
     command = train_command(opts, job.variant, iterations, job.seed, job.run_dir, threads, start)
     last = job.run_dir / "checkpoints" / "last.ckpt"
     if resumed and checkpoint.is_readable(last) and checkpoint.load(last).iteration >= iterations:
@@ -604,6 +656,8 @@ def reproduce(opts: Options) -> dict[str, Any]:
         for v in variants
         for seed in range(opts.seeds)
     ]
+    for job in jobs if opts.extend else []:  # every check before any training
+        plan_extension(opts, job, iterations[job.variant.name])
     with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
         list(
             pool.map(
