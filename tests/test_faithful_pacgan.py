@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_reproduce import run_cli
+from test_reproduce import QUIET, run_cli
 
 # --- the faithful recipe learns ---------------------------------------------------------------
 # Measured 2026-11-29 with this harness on 2 CPU cores shared with other jobs (load ~10),
@@ -41,9 +41,7 @@ def test_faithful_pacgan_grid_learns_where_the_old_networks_did_not(tmp_path: Pa
         "jobs=2",
         "threads=1",
         f"out={tmp_path}",
-        "callbacks.samples=null",
-        "callbacks.plots=null",
-        "trainer.enable_progress_bar=false",
+        *QUIET,
         timeout=3000,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -35,6 +35,8 @@ from ganforge.reproduce import (
 )
 from ganforge.train import config_dir
 
+# No sample grids, plots or progress bar: what these tests read is the table.
+QUIET = ["callbacks.samples=null", "callbacks.plots=null", "trainer.enable_progress_bar=false"]
 # Tiny networks and data: the harness's code path, not the paper's numbers.
 TINY = [
     "model.generator.hidden=16",
@@ -274,9 +276,7 @@ def test_cifar_presets_run_through_the_harness(tmp_path: Path, preset: str) -> N
         "callbacks.evaluation.evaluator.n_samples=8",
         "callbacks.evaluation.evaluator.reference_count=8",
         f"metrics.cache_dir={tmp_path / 'cache'}",
-        "callbacks.samples=null",
-        "callbacks.plots=null",
-        "trainer.enable_progress_bar=false",
+        *QUIET,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -46,12 +46,13 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganforge import checkpoint
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError, check_int
 from ganforge.metrics.toy2d import mode_stats
+from ganforge.report.table import flat
 from ganforge.train import build, config_dir
 
 log = logging.getLogger("ganforge")
@@ -245,6 +246,12 @@ def run_dir(opts: Options, variant: Variant, iterations: int, seed: int) -> Path
 def resume_point(folder: Path) -> Path | None:
     """The newest readable checkpoint of an interrupted run (a kill can leave last.ckpt cut
     short; an iter_*.ckpt then still holds an earlier state), or None."""
+    newest = _newest_checkpoint(folder)
+    return newest[1] if newest else None
+
+
+def _newest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """(iteration, path) of `folder`'s newest readable checkpoint, or None."""
     ckpts = folder / "checkpoints"
     best: tuple[int, Path] | None = None
     for path in [ckpts / "last.ckpt", *sorted(ckpts.glob("iter_*.ckpt"), reverse=True)]:
@@ -256,7 +263,7 @@ def resume_point(folder: Path) -> Path | None:
             continue
         if best is None or iteration > best[0]:
             best = (iteration, path)
-    return best[1] if best else None
+    return best
 
 
 def shorter_run_point(opts: Options, variant: Variant, iterations: int, seed: int) -> Path | None:
@@ -266,9 +273,8 @@ def shorter_run_point(opts: Options, variant: Variant, iterations: int, seed: in
     for folder in (opts.out / opts.experiment / variant.name).glob(f"iters_*/seed_{seed}"):
         length = folder.parent.name.removeprefix("iters_")
         if length.isdigit() and int(length) < iterations:
-            start = resume_point(folder)
-            if start is not None:
-                found.append((checkpoint.load(start).iteration, start))
+            newest = _newest_checkpoint(folder)
+            found += [newest] if newest else []
     return max(found)[1] if found else None
 
 
@@ -300,15 +306,10 @@ def plan_extension(opts: Options, job: SeedRun, iterations: int) -> None:
     if start is None:
         return
     shorter = start.parent.parent
-    before = _leaves(OmegaConf.load(shorter / "config_resolved.yaml"))
-    now = _leaves(job.variant.cfg)
+    before = _settings(OmegaConf.load(shorter / "config_resolved.yaml"))
+    now = _settings(job.variant.cfg)
     # Keys only one side has are a newer or older ganforge's layout, not a changed setting.
-    compared = [
-        k
-        for k in sorted(before.keys() & now.keys())
-        if k.split(".")[0] in ("system", "data") and k not in EXTEND_MAY_DIFFER
-    ]
-    for key in compared:
+    for key in sorted((before.keys() & now.keys()) - EXTEND_MAY_DIFFER):
         if before[key] != now[key]:
             raise ConfigError(
                 f"extend=true would continue {shorter}, trained with {key}={before[key]}, "
@@ -318,23 +319,9 @@ def plan_extension(opts: Options, job: SeedRun, iterations: int) -> None:
     job.extend_from = start
 
 
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> value of every leaf that resolves here (paths that only a Hydra app can
-    resolve are skipped: they are this machine's, not the run's settings)."""
-    out: dict[str, Any] = {}
-    for key in node.keys() if isinstance(node, DictConfig) else []:
-        try:
-            value = node[key]
-            if isinstance(value, ListConfig):
-                value = OmegaConf.to_container(value, resolve=True)
-        except (OmegaConfBaseException, ValueError, KeyError):
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, DictConfig):
-            out.update(_leaves(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
+def _settings(cfg: Any) -> dict[str, Any]:
+    """A run's `system.*` and `data.*` as dotted keys (both resolve outside a Hydra app)."""
+    return flat({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("system", "data")})
 
 
 def train_command(
