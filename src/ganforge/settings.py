@@ -20,7 +20,8 @@ from ganforge.models.layers import check_conditional
 @dataclass(frozen=True)
 class Settings:
     # The game
-    n_critic: int = 1  # D updates (each on a fresh real batch) per G update
+    n_critic: int = 1  # D updates (each on a fresh real batch) per GAN iteration
+    g_steps: int = 1  # G updates (each on fresh z) per GAN iteration, after the D updates
     gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP's lambda)
     r1_gamma: float = 0.0  # R1 penalty weight (Mescheder et al. 2018)
     r1_interval: int = 1  # lazy R1: every k iterations, scaled by k
@@ -48,7 +49,8 @@ class Settings:
     max_consecutive_skips: int = 10
 
     def __post_init__(self) -> None:
-        counts = {"system.n_critic": self.n_critic, "system.n_fixed": self.n_fixed}
+        counts = {"system.n_critic": self.n_critic, "system.g_steps": self.g_steps}
+        counts |= {"system.n_fixed": self.n_fixed}
         counts |= {"system.r1_interval": self.r1_interval, "train.log_every": self.log_every}
         for key, value in counts.items():
             check_int(key, value)

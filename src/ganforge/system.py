@@ -1,9 +1,11 @@
 """GANSystem: the LightningModule around a generator and a discriminator.
 
-One `training_step` is one GAN iteration: `n_critic` discriminator updates, then one generator
-update, with manual optimization so that each network's step only ever moves that network. The
-iteration counter (G updates) is the x-axis of every log, the run length and every interval;
-Lightning's `global_step` counts both optimizers' steps and is never shown to users.
+One `training_step` is one GAN iteration: `n_critic` discriminator updates, then `g_steps`
+generator updates (1 unless a paper's code takes more), with manual optimization so that each
+network's step only ever moves that network. The iteration counter (GAN iterations; G updates
+when g_steps is 1) is the x-axis of every log, the run length and every interval, and the EMA
+and the learning-rate decay step once per iteration; Lightning's `global_step` counts both
+optimizers' steps and is never shown to users.
 
 Conditional models (`conditional` = projection or acgan) get labels: real images come with
 theirs, fakes are drawn for labels sampled uniformly, and the fixed noise has one row per class.
@@ -164,18 +166,20 @@ class GANSystem(L.LightningModule):
                 self.manual_backward(d_loss)
                 opt_d.step()
 
-        with self.toggled_optimizer(opt_g):
-            z, y_fake = self.training_noise(reals[-1].shape[0])
-            fake = self._g(self.G, z, y_fake)
-            g_fake, c_fake = self._d(fake, y_fake)
-            g_real = self._d(reals[-1], labels[-1])[0] if self.loss.generator_needs_real else None
-            # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
-            g_loss = self.loss.generator(g_fake, g_real) + self._aux_loss(c_fake, y_fake)
-            if not self._applies(g_loss, "g_loss"):
-                return
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            opt_g.step()
+        for _ in range(self.settings.g_steps):
+            with self.toggled_optimizer(opt_g):
+                z, y_fake = self.training_noise(reals[-1].shape[0])
+                fake = self._g(self.G, z, y_fake)
+                g_fake, c_fake = self._d(fake, y_fake)
+                needs_real = self.loss.generator_needs_real
+                g_real = self._d(reals[-1], labels[-1])[0] if needs_real else None
+                # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
+                g_loss = self.loss.generator(g_fake, g_real) + self._aux_loss(c_fake, y_fake)
+                if not self._applies(g_loss, "g_loss"):
+                    return
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                opt_g.step()
 
         self.iteration += 1
         self.nan_guard.completed()
