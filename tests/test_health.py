@@ -19,10 +19,12 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from conftest import compose_train, quiet_trainer, toy_system
+from ganforge import losses
 from ganforge.callbacks.health import HealthMonitor
 from ganforge.errors import ConfigError
 from ganforge.health import actions, signals
 from ganforge.health.rules import STATES, Diagnoser, Event, Thresholds
+from ganforge.losses import GANLoss
 from ganforge.models import mlp
 from ganforge.train import train
 
@@ -242,7 +244,7 @@ def feed(diag: Diagnoser, values: list[dict[str, float]], start: int = 0) -> lis
 
 
 def test_a_state_is_raised_once_and_cleared_once_with_hysteresis() -> None:
-    diag = Diagnoser(Thresholds(), patience=3, loss_name="non_saturating")
+    diag = Diagnoser(Thresholds(), patience=3, loss=GANLoss("non_saturating"))
     feed(diag, [probe()])
     # Right on every sample but not sure of it (the default DCGAN early on): not raised.
     assert feed(diag, [probe(d_acc_real=1.0, d_acc_fake=1.0, d_gap=0.6)] * 5, start=10) == []
@@ -265,8 +267,21 @@ def test_a_state_is_raised_once_and_cleared_once_with_hysteresis() -> None:
     assert diag.active() == []
 
 
+def test_vanishing_g_gradient_asks_the_loss_record_whether_it_saturates() -> None:
+    starved = [probe(d_fake=0.01)] * 2
+    for loss, raised in (
+        (GANLoss("minimax"), True),
+        (GANLoss("non_saturating"), False),
+        # A loss of the user's own, under any name: its record's fact decides.
+        (GANLoss("mine", losses.minimax_d, losses.minimax_g, saturating=True), True),
+        (GANLoss("minimax", losses.minimax_d, losses.non_saturating_g), False),
+    ):
+        events = feed(Diagnoser(Thresholds(), patience=2, loss=loss), starved)
+        assert ("vanishing_g_gradient" in [e.state for e in events]) == raised, loss
+
+
 def test_divergence_is_measured_against_the_first_probe() -> None:
-    diag = Diagnoser(Thresholds(divergence_factor=100), patience=1, loss_name="hinge")
+    diag = Diagnoser(Thresholds(divergence_factor=100), patience=1, loss=GANLoss("hinge"))
     # The first probe is the reference (a loss floored at 1): g_grad_norm 2, d_loss 1.
     feed(diag, [probe(g_grad_norm=2.0, d_loss=0.01)])
     assert diag.reference("g_grad_norm") == 2.0 and diag.reference("d_loss") == 1.0
@@ -278,7 +293,7 @@ def test_divergence_is_measured_against_the_first_probe() -> None:
 
 
 def test_stalled_counts_evaluations_without_improvement() -> None:
-    diag = Diagnoser(Thresholds(stall_evals=2), patience=1, loss_name="non_saturating")
+    diag = Diagnoser(Thresholds(stall_evals=2), patience=1, loss=GANLoss("non_saturating"))
     for it, fid in [(100, 80.0), (200, 60.0), (300, 59.9), (400, 61.0)]:
         diag.add_evaluation(it, {"fid": fid})
         events = feed(diag, [probe()], start=it + 50)
@@ -288,7 +303,7 @@ def test_stalled_counts_evaluations_without_improvement() -> None:
 
 
 def test_a_2d_run_at_every_mode_is_not_stalled_and_dropped_modes_are_collapse() -> None:
-    diag = Diagnoser(Thresholds(stall_evals=2), patience=1, loss_name="non_saturating")
+    diag = Diagnoser(Thresholds(stall_evals=2), patience=1, loss=GANLoss("non_saturating"))
     for it in (100, 200, 300):
         diag.add_evaluation(it, {"modes_captured": 8.0, "n_modes": 8.0})
     assert feed(diag, [probe()], start=350) == []
@@ -353,7 +368,7 @@ def test_every_state_has_remedies_and_a_readme_entry() -> None:
 
 def test_state_survives_a_checkpoint(tmp_path: Path) -> None:
     monitor = HealthMonitor(str(tmp_path))
-    monitor.diagnoser = Diagnoser(Thresholds(), 3, "non_saturating")
+    monitor.diagnoser = Diagnoser(Thresholds(), 3, GANLoss("non_saturating"))
     feed(monitor.diagnoser, [probe(), *[probe(diversity=0.01)] * 3], start=200)
     monitor.episodes = [actions.episode(Event("mode_collapse", 220, 200, False,
                                               {"diversity": 0.01}), "warn")]  # fmt: skip
@@ -372,7 +387,7 @@ def test_state_survives_a_checkpoint(tmp_path: Path) -> None:
             is_global_zero=False,
             datamodule=None,
         ),
-        SimpleNamespace(loss=SimpleNamespace(name="non_saturating")),
+        SimpleNamespace(loss=GANLoss("non_saturating")),
     )
     assert restored.diagnoser.active() == ["mode_collapse"]
     assert restored.diagnoser.first == monitor.diagnoser.first
@@ -382,10 +397,18 @@ def test_distance_accuracy_and_update_ratio_by_hand() -> None:
     x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
     assert signals.mean_pairwise_distance(x) == pytest.approx((5 + 0 + 5) / 3)
     real, fake = torch.tensor([2.0, 1.0, -1.0, 3.0]), torch.tensor([-1.0, 0.5])
-    assert signals.d_accuracy(real, fake, "non_saturating") == (0.75, 0.5)
-    assert signals.d_accuracy(real, fake, "lsgan") == (0.75, 0.5)
+    assert signals.d_accuracy(real, fake, GANLoss("non_saturating")) == (0.75, 0.5)
+    assert signals.d_accuracy(real, fake, GANLoss("lsgan")) == (0.75, 0.5)
     # A critic: split at the midpoint of the means (1.25 and -0.25 -> 0.5).
-    assert signals.d_accuracy(real, fake, "wasserstein") == (0.75, 0.5)
+    assert signals.d_accuracy(real, fake, GANLoss("wasserstein")) == (0.75, 0.5)
+    # rpgan's scores have no absolute zero (only D(x) - D(G(z)) counts): the midpoint too.
+    assert signals.d_accuracy(real + 10, fake + 10, GANLoss("rpgan")) == (0.75, 0.5)
+    assert signals.d_accuracy(real + 10, fake + 10, GANLoss("hinge")) == (1.0, 0.0)
+    # The threshold is the record's, whatever the loss is called; a name is ganforge's loss.
+    mine = GANLoss("mine", losses.lsgan_d, losses.lsgan_g, threshold=1.5)
+    assert signals.d_accuracy(real, fake, mine) == (0.5, 1.0)
+    assert signals.d_accuracy(real, fake, "lsgan") == (0.75, 0.5)
+    assert signals.d_accuracy(real, fake, "mine") == (0.75, 0.5)  # unknown: the midpoint
     w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
     before = signals.snapshot([w])
     with torch.no_grad():

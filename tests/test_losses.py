@@ -35,6 +35,8 @@ EXPECTED_D = {
     "wasserstein": mean(F) - mean(R),
     "relativistic": -mean(math.log(sig(r - mean(F))) for r in R)
     - mean(math.log(1 - sig(f - mean(R))) for f in F),
+    # Paired sample by sample: real i against fake i, not against the batch mean.
+    "rpgan": -mean(math.log(sig(r - f)) for r, f in zip(R, F, strict=True)),
 }
 EXPECTED_G = {
     "minimax": mean(math.log(1 - sig(f)) for f in F),
@@ -44,6 +46,7 @@ EXPECTED_G = {
     "wasserstein": -mean(F),
     "relativistic": -mean(math.log(sig(f - mean(R))) for f in F)
     - mean(math.log(1 - sig(r - mean(F))) for r in R),
+    "rpgan": -mean(math.log(sig(f - r)) for r, f in zip(R, F, strict=True)),
 }
 
 
@@ -89,3 +92,57 @@ def test_d_output_is_probability_for_logit_losses_and_raw_for_critics() -> None:
 def test_unknown_loss_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"loss\.name='nope'.*hinge"):
         GANLoss("nope")
+
+
+def test_rpgan_by_hand_on_two_pairs() -> None:
+    # Pairs (r, f) = (1, -1) and (0, 2): D's differences r - f are 2 and -2, G's -2 and 2.
+    real, fake = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 2.0])
+    d = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))) / 2
+    assert losses.rpgan_d(real, fake).item() == pytest.approx(d, rel=1e-6)
+    assert losses.rpgan_g(fake, real).item() == pytest.approx(d, rel=1e-6)  # symmetric here
+    # RaGAN would compare each real with the fakes' mean (0.5): a different number.
+    assert losses.relativistic_d(real, fake).item() != pytest.approx(d, rel=1e-3)
+    # Shifting every D output by a constant changes nothing: only the differences count.
+    assert losses.rpgan_d(real + 7, fake + 7).item() == pytest.approx(d, rel=1e-6)
+    with pytest.raises(ValueError, match="rpgan generator loss needs the real logits"):
+        losses.rpgan_g(fake)
+
+
+# Every fact the rest of ganforge asks about a loss, per loss: (probabilistic, G needs D(x),
+# saturating, D's decision threshold).
+FACTS = {
+    "minimax": (True, False, True, 0.0),
+    "non_saturating": (True, False, False, 0.0),
+    "lsgan": (False, False, False, 0.5),
+    "hinge": (False, False, False, 0.0),
+    "wasserstein": (False, False, False, None),
+    "relativistic": (True, True, False, 0.0),
+    "rpgan": (False, True, False, None),
+}
+
+
+def test_every_loss_is_one_record_with_its_facts() -> None:
+    assert set(FACTS) == set(losses.LOSS_NAMES)
+    for name, facts in FACTS.items():
+        loss = GANLoss(name)
+        assert (loss.probabilistic, loss.generator_needs_real, loss.saturating) == facts[:3]
+        assert loss.threshold == facts[3] and loss == GANLoss(name)
+        assert repr(loss) == f"GANLoss({name!r})"
+    with pytest.raises(AttributeError):  # frozen: a fact is not changed behind the callers
+        GANLoss("hinge").saturating = True
+
+
+def test_a_known_loss_refuses_a_contradicting_fact_and_takes_an_agreeing_one() -> None:
+    assert GANLoss("rpgan", generator_needs_real=True) == GANLoss("rpgan")
+    with pytest.raises(ConfigError, match=r"loss\.probabilistic=True, but ganforge's loss 'hinge'"):
+        GANLoss("hinge", probabilistic=True)
+
+
+def test_a_loss_of_ones_own_states_its_facts() -> None:
+    mine = GANLoss("mine", losses.rpgan_d, losses.rpgan_g, generator_needs_real=True, threshold=1)
+    assert mine.threshold == 1.0 and mine.generator_needs_real
+    assert not mine.probabilistic and not mine.saturating  # unstated: false
+    with pytest.raises(ConfigError, match=r"loss\.threshold='zero' must be a number"):
+        GANLoss("mine", losses.rpgan_d, losses.rpgan_g, threshold="zero")
+    with pytest.raises(ConfigError, match=r"loss\.saturating=1 must be true or false"):
+        GANLoss("mine", losses.rpgan_d, losses.rpgan_g, saturating=1)

@@ -16,8 +16,9 @@ The rules (the README's Troubleshooting section explains each and its remedies):
   under the non-saturating loss G's gradient *grows* while D wins (measured: 6 -> 13 with D at
   100 % on MNIST, 2 -> 35 on the ring), so the shrink only shows with the saturating loss,
   where `vanishing_g_gradient` names it.
-* `vanishing_g_gradient` — a saturating G loss (`loss=minimax`) with D's mean output on fakes,
-  D(G(z)), at most `vanishing_d_fake`: G's loss gradient, proportional to D(G(z)), has vanished.
+* `vanishing_g_gradient` — a saturating G loss (its record says so: `loss=minimax`) with D's
+  mean output on fakes, D(G(z)), at most `vanishing_d_fake`: G's loss gradient, proportional
+  to D(G(z)), has vanished.
 * `mode_collapse` — the generated batch's mean pairwise distance (fixed noise) is at most
   `collapse_diversity` of the real data's; or, with periodic evaluation, the 2-D modes captured
   fell to `collapse_modes` of the best seen, or `val/recall` to `collapse_recall` of its best.
@@ -36,7 +37,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganforge.errors import ConfigError, check_int, check_positive
-from ganforge.health.signals import SATURATING
+from ganforge.health.signals import loss_record
+from ganforge.losses import GANLoss
 
 STATES = ("d_overpowering", "vanishing_g_gradient", "mode_collapse", "divergence", "stalled")
 # The magnitudes `divergence` watches, and the floor of each reference: a loss that starts near
@@ -103,9 +105,11 @@ class _Track:
 class Diagnoser:
     """Turns probes (and evaluations) into raise/clear events. Pure bookkeeping: no I/O."""
 
-    def __init__(self, thresholds: Thresholds, patience: int, loss_name: str) -> None:
+    def __init__(self, thresholds: Thresholds, patience: int, loss: GANLoss | str) -> None:
         check_int("callbacks.health.patience", patience)
-        self.t, self.patience, self.loss_name = thresholds, patience, loss_name
+        self.t, self.patience = thresholds, patience
+        record = loss_record(loss)
+        self.saturating = record is not None and record.saturating
         self.tracks = {s: _Track() for s in STATES}
         self.max_g_grad = 0.0
         self.first: dict[str, float] = {}
@@ -159,7 +163,7 @@ class Diagnoser:
         return None
 
     def vanishing_g_gradient(self, s: dict[str, float], active: bool) -> dict[str, float] | None:
-        if self.loss_name not in SATURATING or "d_fake" not in s:
+        if not self.saturating or "d_fake" not in s:
             return None
         if s["d_fake"] <= self._relaxed(self.t.vanishing_d_fake, active, True):
             ev = {"d_fake": s["d_fake"]}

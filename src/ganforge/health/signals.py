@@ -13,20 +13,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-# D's decision threshold on its raw output, per loss: where its objective puts the boundary
-# between "real" and "fake". Logit losses (and hinge) split at 0, least squares at 0.5 (targets 0
-# and 1). A Wasserstein critic has no absolute threshold: its scores are split at the midpoint of
-# the real and fake means (see `d_accuracy`).
-THRESHOLDS = {
-    "minimax": 0.0,
-    "non_saturating": 0.0,
-    "relativistic": 0.0,
-    "hinge": 0.0,
-    "lsgan": 0.5,
-}
-# Losses whose generator gradient saturates when D(G(z)) -> 0 (d/df of -softplus(f) is
-# -sigmoid(f)): the cause `vanishing_g_gradient` names.
-SATURATING = ("minimax",)
+from ganforge.errors import ConfigError
+from ganforge.losses import GANLoss
 
 
 def grad_norm(params: Iterable[nn.Parameter]) -> float:
@@ -63,13 +51,29 @@ def mean_pairwise_distance(x: Tensor) -> float:
     return float(torch.pdist(flat).mean())
 
 
-def d_accuracy(real_logits: Tensor, fake_logits: Tensor, loss_name: str) -> tuple[float, float]:
-    """The fraction of real samples D scores as real, and of fakes it scores as fake."""
+def d_accuracy(
+    real_logits: Tensor, fake_logits: Tensor, loss: GANLoss | str
+) -> tuple[float, float]:
+    """The fraction of real samples D scores as real, and of fakes it scores as fake, split at
+    the loss's decision threshold."""
     real, fake = real_logits.detach().float().flatten(), fake_logits.detach().float().flatten()
-    threshold = THRESHOLDS.get(loss_name)
+    record = loss_record(loss)
+    threshold = None if record is None else record.threshold
     if threshold is None:  # a critic: split at the midpoint of its two means
         threshold = float(real.mean() + fake.mean()) / 2
     return float((real > threshold).float().mean()), float((fake < threshold).float().mean())
+
+
+def loss_record(loss: GANLoss | str) -> GANLoss | None:
+    """The loss's record. A name is read as ganforge's loss of that name, and None (no facts:
+    no absolute threshold, not saturating) for another: the callback passed names before losses
+    were records."""
+    if isinstance(loss, GANLoss):
+        return loss
+    try:
+        return GANLoss(loss)
+    except ConfigError:
+        return None
 
 
 @contextlib.contextmanager
