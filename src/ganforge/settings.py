@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ganforge.compile import check_backend, check_dynamic, check_mode
 from ganforge.errors import ConfigError, check_int
 from ganforge.models.layers import check_conditional
 
@@ -41,6 +42,8 @@ class Settings:
     max_iters: int | None = None  # run length in GAN iterations (train.max_iters)
     log_every: int = 10  # iterations between logged train/* metrics (train.log_every)
     log_grad_norm: bool = False  # log train/*_grad_norm without clipping
+    compile: bool | str = False  # torch.compile G and D: true or a mode (ganforge.compile)
+    compile_dynamic: bool | None = None  # None: torch's automatic dynamic shapes
     n_fixed: int = 64  # samples in the fixed grid noise
     seed: int = 0  # seeds the grid noise and the training noise stream
     # A NaN/inf loss (checked by ganforge.nan_guard.NanGuard)
@@ -69,6 +72,8 @@ class Settings:
         # The class count is kept only for a conditional model (None otherwise).
         object.__setattr__(self, "n_classes", check_conditional(self.conditional, self.n_classes))
         self._check_lr_decay()
+        check_dynamic(self.compile_dynamic)
+        check_backend(check_mode(self.compile))  # inductor's compiler, before any work
 
     def _check_lr_decay(self) -> None:
         if self.lr_decay not in ("none", "linear"):

@@ -31,6 +31,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from ganforge.augment import diff_augment, parse_policy
 from ganforge.checkpoint import RECORD_KEY, resume_state, write_record
+from ganforge.compile import CompileReport, compile_system, eager
 from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator
@@ -89,6 +90,7 @@ class GANSystem(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
         self._pending_rng: dict[str, Any] | None = None
+        self.compile_report = CompileReport()
 
     # --- sampling -----------------------------------------------------------------------------
     @property
@@ -153,7 +155,8 @@ class GANSystem(L.LightningModule):
                 # ACGAN's classifier learns from real labels only: a fake's label is what G was
                 # asked for, not what it drew.
                 d_aux = self._aux_loss(c_real, y_real)
-                penalties = self._d_penalties(real, fake, y_real)
+                with eager():  # double backward cannot run through compiled graphs
+                    penalties = self._d_penalties(real, fake, y_real)
                 d_loss = d_adv + d_aux + sum(penalties.values(), 0.0)
                 # The terms, logged beside the sum: d_aux for an ACGAN (else it is 0.0), each
                 # penalty where it was applied.
@@ -298,6 +301,12 @@ class GANSystem(L.LightningModule):
         if self.settings.lr_decay != "none":
             for scheduler in self.lr_schedulers():
                 scheduler.step()
+
+    def configure_model(self) -> None:
+        compile_system(self)  # system.compile: in place, so checkpoints keep eager's keys
+
+    def on_train_end(self) -> None:
+        self.compile_report.finish(self.iteration, self.last_metrics)
 
     def on_train_start(self) -> None:
         if self._pending_rng is not None:
