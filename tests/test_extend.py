@@ -15,6 +15,7 @@ The commands run through tests/commands_driver.py: one process, torch imported o
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -43,6 +44,16 @@ def soft_hinge_d(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 def soft_hinge_g(fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
     return -fake_logits.mean()
+
+
+def paired_hinge_d(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    # Each real against its own fake, by a margin of 1.
+    return F.relu(1 - (real_logits - fake_logits)).mean()
+
+
+def paired_hinge_g(fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
+    assert real_logits is not None, "the yaml says generator_needs_real: true"
+    return F.relu(1 - (fake_logits - real_logits)).mean()
 """,
     "nets.py": """
 from __future__ import annotations
@@ -121,6 +132,18 @@ name: soft_hinge
 discriminator: {{_target_: {EXT}.losses.soft_hinge_d, _partial_: true}}
 generator: {{_target_: {EXT}.losses.soft_hinge_g, _partial_: true}}
 probabilistic: false # D's output is a score, not the logit of a probability
+saturating: false
+threshold: 0 # D's decision boundary: the hinge splits real from fake at 0
+""",
+    # A loss whose G reads D(x), with facts unlike any of ganforge's own.
+    "loss/paired_hinge.yaml": f"""
+_target_: ganforge.losses.GANLoss
+name: paired_hinge
+discriminator: {{_target_: {EXT}.losses.paired_hinge_d, _partial_: true}}
+generator: {{_target_: {EXT}.losses.paired_hinge_g, _partial_: true}}
+generator_needs_real: true
+saturating: true
+threshold: null # only differences count: no absolute boundary
 """,
     "model/tiny.yaml": f"""
 name: tiny
@@ -328,3 +351,34 @@ def test_a_loss_given_as_functions_is_used_and_checked() -> None:
         GANLoss("mine", discriminator=hinge_d)
     with pytest.raises(ConfigError, match=r"loss\.probabilistic='yes' must be true or false"):
         GANLoss("mine", discriminator=hinge_d, generator=hinge_g, probabilistic="yes")
+
+
+def test_a_loss_from_outside_states_its_facts_in_its_yaml(tmp_path, monkeypatch) -> None:
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from conftest import quiet_trainer, toy_system
+    from ganforge.health import signals
+    from ganforge.health.rules import Diagnoser, Thresholds
+
+    package = tmp_path / EXT
+    package.mkdir()
+    for name in ("__init__.py", "losses.py"):
+        (package / name).write_text(SOURCES[name].lstrip())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    soft, paired = (
+        instantiate(OmegaConf.create(CONFIGS[f"loss/{name}.yaml"]))
+        for name in ("soft_hinge", "paired_hinge")
+    )
+    assert (soft.threshold, soft.saturating, soft.generator_needs_real) == (0.0, False, False)
+    assert (paired.threshold, paired.saturating, paired.generator_needs_real) == (None, True, True)
+    # The parts that ask about a loss read these facts, not its name.
+    real, fake = torch.tensor([5.0, 6.0]), torch.tensor([4.0, 4.5])
+    assert signals.d_accuracy(real, fake, soft) == (1.0, 0.0)  # split at 0
+    assert signals.d_accuracy(real, fake, paired) == (1.0, 1.0)  # split at the means' midpoint
+    assert Diagnoser(Thresholds(), 1, paired).saturating
+    # G's step hands the real logits to a loss that says it needs them (its G asserts so).
+    system, dm = toy_system(loss=paired, max_iters=2)
+    quiet_trainer().fit(system, dm)
+    assert system.iteration == 2 and math.isfinite(system.last_metrics["train/g_loss"])

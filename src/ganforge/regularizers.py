@@ -1,7 +1,11 @@
-"""Discriminator regularizers: pure functions of D and a batch, each a scalar added to D's loss.
+"""Discriminator regularizers: pure functions of D and a batch, each a scalar added to D's loss,
+and `PENALTIES`, the one table of them that the GAN system iterates.
 
 `D` is any callable from a batch to one output per pack: the GAN system passes D with the labels
-and DiffAugment already bound, so the penalties constrain exactly the function D is trained as.
+and DiffAugment already bound, so the penalties constrain exactly the function D is trained as:
+the input whose gradient is taken is the image *before* augmentation, and D sees it through the
+same augmentation as in its loss (R3GAN's form: brownvc/R3GAN R3GAN/Trainer.py:29-36, where the
+augmenting `Preprocessor` sits inside the graph from the samples to the logits).
 With PacGAN packing (`pack` = m > 1), one output depends on m consecutive samples: its input is
 the whole pack, so gradient norms are taken over the pack and averaged over packs.
 """
@@ -9,13 +13,17 @@ the whole pack, so gradient norms are taken over the pack and averaged over pack
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 
 def _input_grad_sq_norm(D: Callable[[Tensor], Tensor], x: Tensor, pack: int = 1) -> Tensor:
-    """Per-pack squared norm of dD(x)/dx, kept in the graph so the penalty can be minimised."""
+    """Per-pack squared norm of dD(x)/dx, summed over pixels, kept in the graph (double backprop)
+    so the penalty can be minimised. `x` is detached first: the gradient is w.r.t. this input
+    alone, never through whatever made it (G, for fakes)."""
     x = x.detach().requires_grad_(True)
     out = D(x)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
@@ -49,3 +57,61 @@ def gradient_penalty(
 def r1_penalty(D: Callable[[Tensor], Tensor], real: Tensor, pack: int = 1) -> Tensor:
     """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] on real data; the caller applies gamma / 2."""
     return _input_grad_sq_norm(D, real, pack).mean()
+
+
+def r2_penalty(D: Callable[[Tensor], Tensor], fake: Tensor, pack: int = 1) -> Tensor:
+    """R2 (Roth et al. 2017; Huang et al. 2024, R3GAN): E[||grad D(x)||^2] on generated data, the
+    gradient w.r.t. the fakes only; the caller applies gamma / 2."""
+    return _input_grad_sq_norm(D, fake, pack).mean()
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """One penalty on D: added to D's loss as `scale * weight * interval * function(...)` in the
+    D updates of every `interval`-th iteration while its weight is > 0. `weight` and `interval`
+    name fields of `ganforge.settings.Settings` (`system.<field>` in the config), which checks
+    them; `interval` None: every D update."""
+
+    name: str
+    metric: str  # the logged name of the weighted term
+    weight: str
+    interval: str | None
+    needs: Literal["real", "fake", "both"]  # which batch the function reads
+    scale: float  # R1 and R2 are written gamma/2 * R in their papers
+    function: Callable[..., Tensor]
+
+    def __call__(
+        self,
+        D: Callable[[Tensor], Tensor],
+        real: Tensor,
+        D_fake: Callable[[Tensor], Tensor],
+        fake: Tensor,
+        pack: int = 1,
+    ) -> Tensor:
+        """The unweighted penalty on this D update's batches: `D` judges reals (and interpolates,
+        which keep the reals' labels), `D_fake` fakes (with the labels G was asked for)."""
+        if self.needs == "real":
+            return self.function(D, real, pack=pack)
+        if self.needs == "fake":
+            return self.function(D_fake, fake, pack=pack)
+        return self.function(D, real, fake, pack=pack)
+
+    def due(self, settings: Any, iteration: int) -> float:
+        """The factor `weight * interval * scale` it enters D's loss with after `iteration` GAN
+        iterations, 0 when off or not due. Lazy regularization (Karras et al. 2020): applied
+        every k iterations, scaled by k so that the expected penalty is unchanged."""
+        weight = getattr(settings, self.weight)
+        every = 1 if self.interval is None else getattr(settings, self.interval)
+        if weight == 0 or iteration % every != 0:
+            return 0.0
+        return self.scale * weight * every
+
+
+PENALTIES: tuple[Penalty, ...] = (
+    # WGAN-GP (Gulrajani et al. 2017): lambda * E[(||grad D(x_hat)|| - 1)^2], every D update.
+    Penalty("gp", "train/gp", "gp_weight", None, "both", 1.0, gradient_penalty),
+    # R1 (Mescheder et al. 2018) on reals and R2 on fakes: R3GAN's (gamma/2) * (R1 + R2) with
+    # gamma = r1_gamma = r2_gamma (brownvc/R3GAN R3GAN/Trainer.py:35-41), every step by default.
+    Penalty("r1", "train/r1", "r1_gamma", "r1_interval", "real", 0.5, r1_penalty),
+    Penalty("r2", "train/r2", "r2_gamma", "r2_interval", "fake", 0.5, r2_penalty),
+)
