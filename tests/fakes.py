@@ -148,3 +148,21 @@ class FakeExtractor:
 
     def to(self, device: torch.device | str) -> FakeExtractor:
         return self
+
+
+# --- Stacked MNIST (#21) ----------------------------------------------------------------------
+from ganforge.data.stacked_mnist import StackedMNISTDataModule  # noqa: E402
+
+
+def _stacked_mnist(root: Path) -> list[str]:
+    write_mnist(root, n_train=64)
+    # 32 px: the size every ganforge image model builds (resnet takes no 28), and DDGAN's.
+    return [
+        f"data.root={root}",
+        "data.download=false",
+        "data.source=torchvision",
+        "data.image_size=32",
+    ]
+
+
+WRITERS[StackedMNISTDataModule] = _stacked_mnist
