@@ -17,9 +17,9 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["loss=nope"], "Could not find 'loss/nope'"),
-        (["model=nope"], "Could not find 'model/nope'"),
-        (["data=nope"], "Could not find 'data/nope'"),
+        (["loss=nope"], "loss=nope is not an option of loss; "),
+        (["model=nope"], "model=nope is not an option of model; "),
+        (["data=nope"], "data=nope is not an option of data; "),
         (["data=mnist", "data.download=false"], "data.root"),
         (["data=image_folder", "data.image_size=48", "data.root=."], "data.image_size=48"),
         (["callbacks.checkpoint.every_n_iters=0"], "callbacks.checkpoint.every_n_iters=0 must"),
@@ -105,3 +105,133 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     assert "\riteration 5/5 (100%)" in text  # the final state, drawn at the end
     assert text.endswith("\x1b[K\n")  # each draw clears the line's tail; the end moves on
     assert text.count("\n") == 1  # one line, redrawn in place
+
+
+# --- Hydra-level mistakes: one ganforge line, exit 2, before any run folder --------------------
+# (command, arguments, what the one line says: the key typed, the closest real one, the fix)
+HYDRA_LEVEL = [
+    (
+        "train",
+        ["train.max_iter=100"],
+        "train.max_iter is not a setting; did you mean train.max_iters?",
+    ),
+    # Hydra's own hint (`+train.max_iter=100`) would add a key nothing reads: refused.
+    (
+        "train",
+        ["+train.max_iter=100"],
+        "+train.max_iter=100 would add a key that nothing reads; did you mean "
+        "train.max_iters=100? (to add train.max_iter anyway: ++train.max_iter=100)",
+    ),
+    (
+        "train",
+        ["optim.lr=1e-3"],
+        "optim.lr is not a setting; did you mean optim.lr_g or optim.lr_d?",
+    ),
+    ("train", ["model=mlp", "model.hiden=64"], "did you mean model.hidden?"),
+    ("train", ["model.hiden=64"], "model.hiden is not a setting; model=dcgan has name, z_dim"),
+    ("train", ["modle.hidden=64"], "modle.hidden: modle is not a setting; did you mean model?"),
+    (
+        "train",
+        ["loss=hinje"],
+        "loss=hinje is not an option of loss; did you mean loss=hinge? options: hinge, lsgan,",
+    ),
+    ("train", ["logger=[csv,wandbb]"], "logger=wandbb is not an option of logger; did you mean"),
+    ("train", ["-m", "loss=hinge,hinje"], "loss=hinje is not an option of loss"),
+    # Every job of a sweep is checked, not only the first.
+    (
+        "train",
+        ["-m", "model=mlp,dcgan", "model.hidden=64"],
+        "in the jobs with model=dcgan: model.hidden is not a setting",
+    ),
+    ("train", ["hydra.jb.chdir=true"], "did you mean hydra.job.chdir"),
+    ("train", ["--max_iters"], "--max_iters is not an option: settings are key=value overrides"),
+    ("train", ["--optim.lr=0.1"], "optim.lr is not a setting; did you mean optim.lr_g"),
+    ("train", ["x=[1,2"], "cannot read the override 'x=[1,2'"),
+    ("eval", [], "ckpt is required; e.g. ganforge-eval ckpt=outputs/train/runs/"),
+    ("eval", ["ckpt=x.ckpt", "metrics.n_sample=9"], "did you mean metrics.n_samples"),
+    ("sample", [], "ckpt is required; e.g. ganforge-sample ckpt="),
+]
+
+
+@pytest.mark.parametrize(("command", "args", "expected"), HYDRA_LEVEL)
+def test_a_hydra_level_mistake_is_named_with_the_closest_key(command, args, expected) -> None:
+    from ganforge import overrides
+    from ganforge.errors import ConfigError
+    from ganforge.train import config_dir
+
+    with pytest.raises(ConfigError) as err:
+        argv = overrides.normalize(args)
+        overrides.check_argv(argv, config_dir(), command, f"ganforge-{command}")
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["optim.lr_d=1e-3", "logger=[csv,tensorboard]"],
+        ["logger=wandb", "+logger.wandb.group=mine"],  # a new key with no near-twin
+        ["++train.max_iter=5"],  # added on purpose
+        ["-m", "model=mlp", "model.hidden=16,32", "seed=1,2"],
+        ["experiment=toy_ring", "~callbacks.samples"],
+        ["hydra/launcher=joblib", "hydra.run.dir=/tmp/x"],
+        ["--cfg", "job"],
+    ],
+)
+def test_good_command_lines_pass_the_check(args) -> None:
+    from ganforge import overrides
+    from ganforge.train import config_dir
+
+    overrides.check_argv(overrides.normalize(args), config_dir(), "train", "ganforge-train")
+
+
+def test_argparse_style_arguments_are_overrides() -> None:
+    """What a W&B Sweeps agent passes with `${args}`: `--key=value`; Hydra's flags stay."""
+    from ganforge.overrides import normalize
+
+    argv = ["--optim.lr_d=0.001", "-m", "--multirun", "seed=1", "--config-name=train", "--cfg"]
+    assert normalize(argv) == [
+        "optim.lr_d=0.001",
+        "-m",
+        "--multirun",
+        "seed=1",
+        "--config-name=train",
+        "--cfg",
+    ]
+
+
+def test_console_commands_say_one_line_exit_2_and_leave_no_run_folder(tmp_path: Path) -> None:
+    """Through the console entry points (in one process, tests/commands_driver.py)."""
+    import json
+
+    cases = [
+        ("train-typo", "ganforge-train", ["train.max_iter=100"]),
+        ("train-sweep", "ganforge-train", ["-m", "loss=hinge,hinje"]),
+        ("train-dashes", "ganforge-train", ["--optim.lr=0.1"]),
+        ("eval-no-ckpt", "ganforge-eval", []),
+        ("sample-no-ckpt", "ganforge-sample", ["n=4"]),
+    ]
+    logs = tmp_path / "logs"
+    specs = [
+        {
+            "id": i,
+            "command": c,
+            "argv": a,
+            "env": {"GANFORGE_LOG_DIR": str(logs)},
+            "cwd": str(tmp_path),
+        }
+        for i, c, a in cases
+    ]
+    (tmp_path / "cases.json").write_text(json.dumps(specs))
+    driver = Path(__file__).with_name("commands_driver.py")
+    cmd = [sys.executable, str(driver), str(tmp_path / "cases.json"), str(tmp_path / "out.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out.json").read_text())
+    for case_id, _, _ in cases:
+        got = results[case_id]
+        lines = [line for line in got["output"].splitlines() if line.strip()]
+        assert got["code"] == 2, got
+        assert len(lines) == 1 and lines[0].startswith("ConfigError: "), got
+    assert not logs.exists()  # nothing ganforge-report could count as a run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.json", "out.json"]

@@ -7,6 +7,7 @@ In a Hydra multirun (`-m`) a job's user error is logged and the sweep goes on wi
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 import tempfile
@@ -53,14 +54,36 @@ def report_user_errors(task: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def run_hydra_main(hydra_main: Callable[[], Any]) -> None:
-    """Call a `@hydra.main` function; after a multirun where jobs failed on user errors, say how
-    many and exit 2 (jobs run by a launcher in other processes log their own errors)."""
+def run_hydra_main(hydra_main: Callable[[], Any], config_name: str | None = None) -> None:
+    """Call a `@hydra.main` function once its command line is checked (`check_command_line`);
+    after a multirun where jobs failed on user errors, say how many and exit 2 (jobs run by a
+    launcher in other processes log their own errors)."""
+    check_command_line(hydra_main, config_name)
     hydra_main()
     if failed_jobs:
         print(f"{len(failed_jobs)} job(s) stopped on a user error:", file=sys.stderr)
         for line in failed_jobs:
             print(f"  {line}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_command_line(hydra_main: Callable[[], Any], config_name: str | None = None) -> None:
+    """`--key=value` arguments become `key=value` in sys.argv (what Hydra then reads), and every
+    override is checked against the config it changes (ganforge.overrides): a mistake is one
+    line and exit 2 before Hydra creates a run folder."""
+    from ganforge import overrides  # Hydra internals: imported only by the console commands
+
+    # The config `@hydra.main(config_path=..., config_name=...)` was given (its closure holds
+    # them; Hydra keeps no other record of them).
+    given = inspect.getclosurevars(hydra_main).nonlocals
+    name = config_name or given.get("config_name")
+    config_path = given.get("config_path")
+    try:
+        sys.argv[1:] = overrides.normalize(sys.argv[1:])
+        if name and config_path:
+            overrides.check_argv(sys.argv[1:], Path(config_path), name, sys.argv[0])
+    except ConfigError as err:
+        print(f"ConfigError: {err}", file=sys.stderr)  # Hydra has not set up logging yet
         sys.exit(2)
 
 

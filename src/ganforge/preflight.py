@@ -77,7 +77,7 @@ def check_moved_overrides(argv: list[str]) -> None:
     """The command line's overrides of a moved key (`loss.n_critic=5`, `+loss.n_critic=5`, in a
     sweep too), named with the new key before Hydra refuses them with its own message."""
     for arg in argv:
-        key, eq, value = arg.lstrip("+~").partition("=")
+        key, eq, value = arg.removeprefix("--").lstrip("+~").partition("=")
         if eq and key in MOVED_KEYS:
             raise moved_key_error(key, value)
 
