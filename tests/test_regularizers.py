@@ -3,14 +3,20 @@ gradient is known exactly, and augmentations whose effect can be read off the pi
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 
 from ganforge import augment
 from ganforge.augment import diff_augment, parse_policy
 from ganforge.errors import ConfigError
+from ganforge.losses import GANLoss
+from ganforge.models import mlp
 from ganforge.models.layers import pack_samples
-from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.regularizers import PENALTIES, gradient_penalty, r1_penalty, r2_penalty
+from ganforge.settings import Settings
 
 X = torch.randn(6, 2, 3, 3, dtype=torch.float64)
 Y = torch.randn(6, 2, 3, 3, dtype=torch.float64)
@@ -121,3 +127,123 @@ def test_color_draws_one_factor_per_sample() -> None:
 def test_diffaugment_refuses_points() -> None:
     with pytest.raises(ConfigError, match=r"system\.diffaugment=color.*null"):
         diff_augment(torch.randn(8, 2), ("color",))
+
+
+# --- R2 and the penalty table ----------------------------------------------------------------
+def test_r2_of_a_linear_and_a_quadratic_discriminator_reads_the_fakes() -> None:
+    w = torch.randn(18, dtype=torch.float64)
+    assert r2_penalty(linear_d(w), Y).item() == pytest.approx(w.pow(2).sum().item())
+    # D(x) = ||x||^2 / 2: the gradient is the input, so R2 is the fakes' mean squared norm.
+    expected = Y.flatten(1).pow(2).sum(1).mean().item()
+    assert r2_penalty(half_square_d(), Y).item() == pytest.approx(expected)
+    r2 = PENALTIES[[p.name for p in PENALTIES].index("r2")]
+    assert r2.needs == "fake" and r2(
+        linear_d(X.flatten()[:18]), X, half_square_d(), Y
+    ).item() == pytest.approx(expected)
+
+
+def test_r2_moves_d_and_never_reaches_g() -> None:
+    # A linear G(z) = a * z: the penalty's gradient stops at the fakes (detached from G) and
+    # reaches D's weights through double backprop.
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(18, dtype=torch.float64, requires_grad=True)
+    fake = a * Y
+    r2_penalty(linear_d(w), fake).backward()
+    assert a.grad is None
+    torch.testing.assert_close(w.grad, 2 * w.detach())  # d/dw ||w||^2
+
+
+def test_every_penalty_is_one_table_entry_with_its_settings() -> None:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    default = (Path(__file__).parents[1] / "conf" / "system" / "default.yaml").read_text()
+    for p in PENALTIES:
+        assert p.metric == f"train/{p.name}" and p.needs in ("real", "fake", "both")
+        for key in filter(None, (p.weight, p.interval)):
+            assert key in names and f"\n{key}:" in default, key
+    assert [p.name for p in PENALTIES] == ["gp", "r1", "r2"]
+
+
+def test_lazy_penalties_are_due_every_k_iterations_scaled_by_k() -> None:
+    r1, r2 = (p for p in PENALTIES if p.name in ("r1", "r2"))
+    s = Settings(r1_gamma=0.2, r1_interval=4, r2_gamma=0.1)
+    assert [r1.due(s, it) for it in range(6)] == [0.4, 0, 0, 0, 0.4, 0]  # 0.5 * 0.2 * 4
+    assert [r2.due(s, it) for it in range(3)] == [0.05] * 3  # every step by default
+    assert r2.due(Settings(), 0) == 0.0  # off unless its gamma is set
+
+
+# --- the penalties as the GAN system applies them ------------------------------------------------
+def image_system(**settings):
+    from conftest import toy_system
+
+    G = mlp.Generator(z_dim=4, hidden=16, depth=1, channels=1, image_size=8)
+    D = mlp.Discriminator(hidden=16, depth=1, channels=1, image_size=8)
+    return toy_system(generator=G, discriminator=D, **settings)[0]
+
+
+def test_r1_and_r2_take_the_gradient_of_the_unaugmented_image_through_diffaugment() -> None:
+    torch.manual_seed(0)
+    system = image_system(
+        loss=GANLoss("rpgan"), r1_gamma=2.0, r2_gamma=3.0, diffaugment="translation,cutout"
+    )
+    real, fake = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
+    torch.manual_seed(1)
+    penalties = system._d_penalties(real, fake)
+    # By hand: D(T(x)) with T drawn from the same stream, in the table's order (R1, then R2);
+    # the gradient is w.r.t. x, the image before augmentation.
+    torch.manual_seed(1)
+    by_hand = {}
+    for key, x, gamma in (("train/r1", real, 2.0), ("train/r2", fake, 3.0)):
+        x = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(system.D(diff_augment(x, system.augment_policy)).sum(), x)
+        by_hand[key] = gamma / 2 * grad.flatten(1).pow(2).sum(1).mean()
+        # Not the gradient at the augmented image: translation and cutout zero part of it.
+        (plain,) = torch.autograd.grad(system.D(x).sum(), x)
+        assert not torch.allclose(grad, plain)
+    assert penalties.keys() == by_hand.keys()
+    for key, value in by_hand.items():
+        torch.testing.assert_close(penalties[key], value)
+        assert penalties[key].requires_grad  # double backprop: D's loss can minimise it
+
+
+def test_the_generator_step_never_moves_d_with_rpgan_r1_and_r2() -> None:
+    from conftest import quiet_trainer, toy_system
+
+    system, dm = toy_system(loss=GANLoss("rpgan"), r1_gamma=0.1, r2_gamma=0.1, max_iters=3)
+    D = list(system.D.parameters())
+    grads: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    unmoved: list[bool] = []
+    hook = system.on_before_optimizer_step
+
+    def watch(optimizer) -> None:
+        hook(optimizer)
+        if optimizer is system.trainer.optimizers[1]:  # D's step: the gradients of D's loss
+            grads[:] = [p.grad.clone() for p in D]
+        else:  # G's step, after G's backward through D: D's gradients are still D's own
+            unmoved.append(all(torch.equal(p.grad, g) for p, g in zip(D, grads, strict=True)))
+            weights[:] = [p.detach().clone() for p in D]
+
+    def after_iteration(*args) -> None:  # ... and G's step left D's weights where they were
+        unmoved.append(all(torch.equal(p, w) for p, w in zip(D, weights, strict=True)))
+
+    system.on_before_optimizer_step = watch
+    system.on_train_batch_end = after_iteration
+    quiet_trainer().fit(system, dm)
+    assert len(unmoved) == 6 and all(unmoved) and system.iteration == 3
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("r1_gamma", "abc", r"system\.r1_gamma='abc' must be a number >= 0"),
+        ("gp_weight", -5, r"system\.gp_weight=-5 must be a number >= 0"),
+        ("aux_weight", -1.0, r"system\.aux_weight=-1\.0 must be a number >= 0"),
+        ("r2_gamma", float("nan"), r"system\.r2_gamma=nan must be a number >= 0"),
+        ("r2_gamma", True, r"system\.r2_gamma=True must be a number >= 0"),
+        ("r2_interval", 0, r"system\.r2_interval=0 must be a positive integer"),
+        ("r1_interval", 2.5, r"system\.r1_interval=2\.5 must be a positive integer"),
+    ],
+)
+def test_settings_refuse_bad_penalty_weights_and_intervals(key, value, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings(**{key: value})

@@ -16,6 +16,7 @@ from typing import Any
 from ganforge.compile import check_backend, check_dynamic, check_mode
 from ganforge.errors import ConfigError, check_int
 from ganforge.models.layers import check_conditional
+from ganforge.regularizers import PENALTIES
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Settings:
     gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP's lambda)
     r1_gamma: float = 0.0  # R1 penalty weight (Mescheder et al. 2018)
     r1_interval: int = 1  # lazy R1: every k iterations, scaled by k
+    r2_gamma: float = 0.0  # R2 penalty weight, on fakes (R3GAN: (gamma/2) * (R1 + R2))
+    r2_interval: int = 1  # lazy R2: every k iterations, scaled by k
     aux_weight: float = 1.0  # ACGAN: weight of the auxiliary classification loss
     diffaugment: str | None = None  # DiffAugment policy, e.g. "color,translation"
     conditional: str = "none"  # none | projection | acgan (model.conditional)
@@ -54,9 +57,19 @@ class Settings:
     def __post_init__(self) -> None:
         counts = {"system.n_critic": self.n_critic, "system.g_steps": self.g_steps}
         counts |= {"system.n_fixed": self.n_fixed}
-        counts |= {"system.r1_interval": self.r1_interval, "train.log_every": self.log_every}
+        counts["train.log_every"] = self.log_every
+        # D's penalties: their weights and lazy intervals are named by their table entries.
+        counts |= {
+            f"system.{p.interval}": getattr(self, p.interval) for p in PENALTIES if p.interval
+        }
         for key, value in counts.items():
             check_int(key, value)
+        weights = {f"system.{p.weight}": getattr(self, p.weight) for p in PENALTIES}
+        for key, value in (weights | {"system.aux_weight": self.aux_weight}).items():
+            if not (_is_number(value) and value >= 0):
+                raise ConfigError(
+                    f"{key}={value!r} must be a number >= 0 (0 switches the term off), e.g. {key}=1"
+                )
         if self.max_iters is not None:
             check_int("train.max_iters", self.max_iters)
         for net, clip in (("g", self.grad_clip_g), ("d", self.grad_clip_d)):

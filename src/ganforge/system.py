@@ -37,7 +37,7 @@ from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
-from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.regularizers import PENALTIES
 from ganforge.rng import set_rng_states
 from ganforge.settings import Settings
 
@@ -156,7 +156,7 @@ class GANSystem(L.LightningModule):
                 # asked for, not what it drew.
                 d_aux = self._aux_loss(c_real, y_real)
                 with eager():  # double backward cannot run through compiled graphs
-                    penalties = self._d_penalties(real, fake, y_real)
+                    penalties = self._d_penalties(real, fake, y_real, y_fake)
                 d_loss = d_adv + d_aux + sum(penalties.values(), 0.0)
                 # The terms, logged beside the sum: d_aux for an ACGAN (else it is 0.0), each
                 # penalty where it was applied.
@@ -174,6 +174,10 @@ class GANSystem(L.LightningModule):
                 z, y_fake = self.training_noise(reals[-1].shape[0])
                 fake = self._g(self.G, z, y_fake)
                 g_fake, c_fake = self._d(fake, y_fake)
+                # A loss whose G reads D(x) (relativistic, rpgan) takes it on the last D update's
+                # reals. R3GAN draws a separate batch for G (training/training_loop.py:287-290);
+                # here that needs the loader to deliver one more chunk per iteration (train.py),
+                # not done yet. No other loss reads reals in G's step.
                 needs_real = self.loss.generator_needs_real
                 g_real = self._d(reals[-1], labels[-1])[0] if needs_real else None
                 # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
@@ -234,25 +238,24 @@ class GANSystem(L.LightningModule):
         return self.settings.aux_weight * F.cross_entropy(class_logits, y)
 
     def _d_penalties(
-        self, real: Tensor, fake: Tensor, y: Tensor | None = None
+        self, real: Tensor, fake: Tensor, y: Tensor | None = None, y_fake: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """Penalties on D as trained: with the real labels (interpolates keep them too) and
-        through DiffAugment. Keyed by metric name, each weighted as it is added to D's loss;
-        only those applied in this update."""
+        """The penalties of `regularizers.PENALTIES` due in this D update, on D as trained: with
+        the labels (interpolates keep the reals') and through DiffAugment. Keyed by metric name,
+        each weighted as it is added to D's loss."""
 
         def critic(x: Tensor) -> Tensor:
             return self._d(x, y)[0]
 
+        def fake_critic(x: Tensor) -> Tensor:
+            return self._d(x, y_fake)[0]
+
         penalties: dict[str, Tensor] = {}
-        if self.settings.gp_weight > 0:
-            gp = gradient_penalty(critic, real, fake, pack=self.pack)
-            penalties["train/gp"] = self.settings.gp_weight * gp
-        interval = self.settings.r1_interval
-        if self.settings.r1_gamma > 0 and self.iteration % interval == 0:
-            # Lazy regularization (Karras et al. 2020): apply every `interval` iterations, scaled
-            # up by the interval so the expected penalty is unchanged.
-            r1 = r1_penalty(critic, real, pack=self.pack)
-            penalties["train/r1"] = 0.5 * self.settings.r1_gamma * interval * r1
+        for penalty in PENALTIES:
+            factor = penalty.due(self.settings, self.iteration)
+            if factor:
+                value = penalty(critic, real, fake_critic, fake, pack=self.pack)
+                penalties[penalty.metric] = factor * value
         return penalties
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
