@@ -146,3 +146,33 @@ def test_a_loss_of_ones_own_states_its_facts() -> None:
         GANLoss("mine", losses.rpgan_d, losses.rpgan_g, threshold="zero")
     with pytest.raises(ConfigError, match=r"loss\.saturating=1 must be true or false"):
         GANLoss("mine", losses.rpgan_d, losses.rpgan_g, saturating=1)
+
+
+# `ganforge-train loss=rpgan system.r1_gamma=0.1 system.r2_gamma=0.1 debug=fast_dev_run`, with the
+# default DCGAN (on fake MNIST files) and with the MLP on the ring.
+@pytest.mark.parametrize(
+    "overrides",
+    [["model.base_width=4", "data.batch_size=8"], ["model=mlp", "data=toy_ring"]],
+    ids=["dcgan", "mlp-toy"],
+)
+def test_rpgan_with_r1_and_r2_trains(tmp_path, overrides) -> None:
+    from conftest import compose_train
+    from fakes import data_overrides
+    from ganforge.train import train
+
+    data = next((o.split("=")[1] for o in overrides if o.startswith("data=")), "mnist5k")
+    cfg = compose_train(
+        tmp_path,
+        "loss=rpgan",
+        "system.r1_gamma=0.1",
+        "system.r2_gamma=0.1",
+        "debug=fast_dev_run",
+        *data_overrides(data, tmp_path),
+        *overrides,
+    )
+    assert cfg.system.r2_gamma == 0.1 and cfg.loss.name == "rpgan"
+    metrics = train(cfg)
+    assert metrics["train/iterations"] == 1
+    for key in ("train/d_loss", "train/g_loss", "train/r1", "train/r2"):
+        assert math.isfinite(metrics[key]) and metrics[key] >= 0, key
+    assert metrics["train/d_loss"] > metrics["train/d_adv"]  # the penalties were added
