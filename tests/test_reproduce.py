@@ -68,7 +68,13 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["seeds=3"], r"experiment=NAME is required"),
         (["experiment=pacgan_grid", "seed=4"], r"seed is set by ganforge-reproduce.*seeds=N"),
         (["experiment=pacgan_grid", "variant=PacGAN8"], r"variant=PacGAN8 is not a variant.*GAN"),
-        (["experiment=pacgan_grid", "model.widht=3"], r"does not compose.*model\.widht"),
+        (["experiment=pacgan_grid", "model.widht=3"], r"model\.widht is not a setting"),
+        (
+            ["experiment=pacgan_grid", "model.pakc=3"],
+            r"model\.pakc is not a setting; did you mean model\.pack\?",
+        ),
+        (["experiment=toy_ring", "optim.lr_d=-1"], r"optim\.lr_d=-1 must be a number >= 0"),
+        (["experiment=toy_ring", "--optim.lr_g=-1"], r"optim\.lr_g=-1 must be a number >= 0"),
         (["experiment=pacgan_grid", "oops"], r"argument 'oops' is not key=value"),
         (["experiment=pacgan_grid", "extend=yes"], r"extend=yes must be true or false"),
         (["experiment=toy_grid", "extend=true"], r"extend=true .* has optim\.decay=linear"),
@@ -83,6 +89,17 @@ def test_bad_inputs_exit_2_with_one_message(
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and re.search(message, errors[0]), errors
     assert not any(tmp_path.iterdir())  # failed before any run directory was made
+
+
+def test_out_naming_a_file_is_one_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    afile = tmp_path / "table.md"
+    afile.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment=toy_ring", f"out={afile}"])
+    assert exit_info.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"ConfigError: out={afile} is a file, not a folder; point out at a folder"]
+    assert afile.read_text() == "not a folder"
 
 
 def test_options_keep_train_overrides_apart() -> None:
@@ -170,6 +187,8 @@ def test_reproduce_resumes_a_killed_run_and_writes_the_table(tmp_path: Path) -> 
     log = (seed0 / "train.log").read_text()
     commands = [line for line in log.splitlines() if line.startswith("$ ")]
     assert len(commands) == 2 and "ckpt_path=" in commands[1] and "ckpt_path=" not in commands[0]
+    logged = [line for line in log.splitlines() if "][ganforge][" in line]
+    assert logged and len(set(logged)) == len(logged)  # each line once (not Hydra's file too)
     assert checkpoint.load(seed0 / "checkpoints" / "last.ckpt").iteration == budget
 
     table = tmp_path / "pacgan_ring" / f"table_GAN-{budget}"

@@ -72,13 +72,7 @@ def check_argv(argv: list[str], config_dir: Path, config_name: str, command: str
     args = get_args_parser().parse_args(argv)
     if any(getattr(args, flag, None) for flag in _HYDRA_ONLY) or args.config_path:
         return
-    search_path = create_config_search_path(str(config_dir))
-    if args.config_dir:
-        extra = Path(args.config_dir).expanduser().resolve()
-        if not extra.is_dir():
-            raise ConfigError(f"--config-dir {args.config_dir} is not a folder; pass a folder")
-        search_path.prepend("command-line", f"file://{extra}", SearchPathQuery(provider="schema"))
-    loader = ConfigLoaderImpl(config_search_path=search_path)
+    loader = config_loader(config_dir, args.config_dir)
     check_overrides(
         loader,
         args.config_name or config_name,
@@ -86,6 +80,17 @@ def check_argv(argv: list[str], config_dir: Path, config_name: str, command: str
         command,
         need_values=args.cfg is None,
     )
+
+
+def config_loader(config_dir: Path, extra_dir: str | None = None) -> ConfigLoaderImpl:
+    """Hydra's loader over `config_dir` (and `--config-dir`), as `@hydra.main` builds it."""
+    search_path = create_config_search_path(str(config_dir))
+    if extra_dir:
+        extra = Path(extra_dir).expanduser().resolve()
+        if not extra.is_dir():
+            raise ConfigError(f"--config-dir {extra_dir} is not a folder; pass a folder")
+        search_path.prepend("command-line", f"file://{extra}", SearchPathQuery(provider="schema"))
+    return ConfigLoaderImpl(config_search_path=search_path)
 
 
 def check_overrides(

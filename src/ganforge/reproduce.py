@@ -50,8 +50,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganforge import checkpoint
+from ganforge.cli import check_writable
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError, check_int
 from ganforge.metrics.toy2d import mode_stats
+from ganforge.overrides import check_overrides, config_loader, normalize
+from ganforge.preflight import check_config, check_loggers
 from ganforge.report.table import flat
 from ganforge.train import build, config_dir
 
@@ -103,7 +106,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     """`key=value` arguments -> Options; a ConfigError naming the argument on a bad one."""
     own: dict[str, str] = {}
     rest: list[str] = []
-    for arg in argv:
+    for arg in normalize(list(argv)):  # --key=value as well as key=value
         key, sep, value = arg.partition("=")
         if not sep:
             raise ConfigError(
@@ -125,6 +128,8 @@ def parse_args(argv: Sequence[str]) -> Options:
             f"seeds=3; presets: {', '.join(presets())}"
         )
     variants = tuple(v for v in own.get("variant", "").split(",") if v)
+    if "out" in own:
+        check_writable("out", own["out"])
     return Options(
         experiment=own["experiment"],
         seeds=_positive_int("seeds", own.get("seeds", "3")),
@@ -184,12 +189,23 @@ def compose_variants(opts: Options) -> list[Variant]:
             continue
         overrides = [str(o) for o in v.get("overrides") or []]
         cfg = _compose(opts.experiment, overrides + list(opts.overrides))
+        try:
+            # The checks ganforge-train makes first, made here before any variant trains.
+            check_config(cfg)
+            check_loggers(cfg)
+        except ConfigError as err:
+            raise ConfigError(
+                f"variant {v['name']} of experiment={opts.experiment}: {err}"
+            ) from None
         metrics = OmegaConf.to_container(v.get("metrics") or OmegaConf.create({}), resolve=True)
         variants.append(Variant(str(v["name"]), overrides, metrics, cfg))  # type: ignore[arg-type]
     return variants
 
 
 def _compose(experiment: str, overrides: list[str]) -> DictConfig:
+    # A typo gets the closest real key, as on ganforge-train's command line.
+    loader = config_loader(config_dir())
+    check_overrides(loader, "train", [f"experiment={experiment}", *overrides], "ganforge-train")
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return compose("train", overrides=[f"experiment={experiment}", *overrides])
@@ -347,6 +363,9 @@ def train_command(
         f"train.max_iters={iterations}",
         f"num_threads={threads}",
         f"hydra.run.dir={folder}",
+        # The console only: its output goes to train.log, which Hydra's file handler would
+        # otherwise write as well (every line twice).
+        "hydra.job_logging.root.handlers=[console]",
         "trainer.enable_model_summary=false",
     ]
     if every:
