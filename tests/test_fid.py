@@ -31,7 +31,8 @@ from ganforge.evaluation.reference import (
     reference_features,
 )
 from ganforge.evaluation.scores import evaluate
-from ganforge.metrics.fid import FID, frechet_distance, gaussian_stats, inception_score
+from ganforge.metrics.fid import FID, frechet_distance, gaussian_stats
+from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.pr import precision_recall
 from ganforge.metrics.weights import default_weights_path
 

@@ -2,7 +2,8 @@
 
 * `losses.png` — `train/d_loss` and `train/g_loss` against GAN iterations;
 * `d_outputs.png` — `train/d_real` and `train/d_fake` (D's mean probability, or critic value);
-* `fid.png` / `modes.png` — `val/fid`, or the toy data's `val/modes_captured`, when evaluated;
+* `fid.png` / `modes.png` — `val/fid`, or the modes counted (the registry's mode-count keys: the
+  toy data's `val/modes_captured`, Stacked MNIST's `val/modes`), when evaluated;
 * `evolution.png` (2-D data) — generated points over the real modes at several moments of
   training, from one fixed noise batch, so the distribution can be seen moving.
 
@@ -25,13 +26,14 @@ from torch import Tensor
 from ganforge.callbacks.images import figure_image, save_and_log_image
 from ganforge.callbacks.samples import draw_points, fixed_points
 from ganforge.errors import check_int
+from ganforge.metrics import registry
 from ganforge.models.protocols import is_image
 
 CURVES = {  # file stem -> (title, y label, metric keys)
     "losses": ("Losses", "loss", ("train/d_loss", "train/g_loss")),
     "d_outputs": ("Discriminator outputs", "mean D output", ("train/d_real", "train/d_fake")),
     "fid": ("FID (lower is better)", "FID", ("val/fid",)),
-    "modes": ("Modes captured", "modes", ("val/modes_captured",)),
+    "modes": ("Modes captured", "modes", tuple(registry.mode_count_keys())),
 }
 
 

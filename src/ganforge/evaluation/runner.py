@@ -1,5 +1,7 @@
-"""The evaluation runner: a generator against a dataset, Inception metrics for images, mode
-coverage for 2-D mixtures. Shared by the periodic-evaluation callback and `ganforge-eval`.
+"""The evaluation runner: a generator against a dataset, scored by the registry's metrics
+(`metrics.registry`) whose needs the data meets: Inception metrics for images, mode coverage for
+2-D mixtures, the digit-triple modes for Stacked MNIST. Shared by the periodic-evaluation callback
+and `ganforge-eval`.
 
 The Inception extractor is built lazily and held here, never by GANSystem, so no Inception weights
 or metric state ever enter a training checkpoint. The reference statistics are looked up by the
@@ -22,9 +24,11 @@ from ganforge.data.base import SPLITS, InMemoryDataModule, to_uint8
 from ganforge.errors import ConfigError, check_bool, check_int
 from ganforge.evaluation.identity import data_identity
 from ganforge.evaluation.reference import ReferenceStats, full_key, reference_features
-from ganforge.evaluation.scores import METRICS, evaluate
+from ganforge.evaluation.scores import evaluate
+from ganforge.metrics import digits, stacked
 from ganforge.metrics.inception import RESIZE_MODES, FeatureExtractor, InceptionFeatures
-from ganforge.metrics.toy2d import DEFAULT_SHARE, QUALITY_SIGMAS, mode_stats
+from ganforge.metrics.registry import DIGITS, INCEPTION, NAMES, POINTS2D, REGISTRY, Metric
+from ganforge.metrics.toy2d import DEFAULT_SHARE, QUALITY_SIGMAS
 
 log = logging.getLogger("ganforge")
 
@@ -46,10 +50,22 @@ MAX_BATCH = 4096
 PROGRESS_AFTER_S = 10.0
 
 
+def meets(need: str, datamodule: Any) -> bool:
+    """Whether `datamodule` gives what a metric of `need` needs (see `metrics.registry`)."""
+    if need == INCEPTION:
+        return bool(datamodule.is_image)
+    if need == POINTS2D:
+        return not datamodule.is_image and hasattr(datamodule, "modes")
+    assert need == DIGITS, need
+    return isinstance(datamodule, stacked.DigitData)
+
+
 class Evaluator:
     def __init__(
         self,
-        names: Sequence[str] = ("fid", "kid", "pr"),
+        # Every entry but IS (which needs Inception weights with the fc layer); each data runs
+        # those it can be scored by.
+        names: Sequence[str] = ("fid", "kid", "pr", "stacked_modes", "modes2d"),
         n_samples: int = 5000,
         reference_split: str = "train",
         reference_count: int | None = None,
@@ -78,9 +94,9 @@ class Evaluator:
             raise ConfigError(
                 f"{key}.names={names!r} must be a list, e.g. {key}.names=[fid,kid,pr]"
             )
-        unknown = sorted(set(names) - set(METRICS))
+        unknown = sorted(set(names) - set(NAMES))
         if unknown:
-            raise ConfigError(f"{key}.names has unknown {unknown}; choose from {list(METRICS)}")
+            raise ConfigError(f"{key}.names has unknown {unknown}; choose from {list(NAMES)}")
         check_int(f"{key}.n_samples", n_samples, minimum=2)
         if n_samples > MAX_SAMPLES:
             raise ConfigError(
@@ -113,7 +129,8 @@ class Evaluator:
         for name, value in (("inception_weights", inception_weights), ("cache_dir", cache_dir)):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{key}.{name}={value!r} must be a path or null")
-        self.names, self.n_samples = list(names), n_samples
+        self.key = key
+        self.names, self.n_samples = list(dict.fromkeys(names)), n_samples
         self.reference_split, self.reference_count = reference_split, reference_count
         self.inception_weights, self.cache_dir = inception_weights, cache_dir
         self.batch_size, self.resize, self.antialias, self.seed = (
@@ -125,6 +142,7 @@ class Evaluator:
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
         self.mode_min_count = mode_min_count
         self._extractor = extractor
+        self._classifier: tuple[str, digits.TrainedClassifier] | None = None  # (identity, it)
         # The last reference statistics, by full key: periodic evaluations in one run reuse them
         # without re-reading the cache file (a changed key simply misses).
         self._reference: tuple[dict[str, Any], ReferenceStats] | None = None
@@ -139,15 +157,62 @@ class Evaluator:
             )
         return self._extractor.to(device)
 
+    def metrics_for(self, datamodule: Any) -> list[Metric]:
+        """The configured entries whose needs `datamodule` meets; a ConfigError when none is."""
+        chosen = [REGISTRY[n] for n in self.names if meets(REGISTRY[n].needs, datamodule)]
+        if not chosen:
+            fits = [n for n in NAMES if meets(REGISTRY[n].needs, datamodule)]
+            raise ConfigError(
+                f"{self.key}.names={self.names}: data={datamodule.name} cannot be scored by any "
+                f"of them; add one of {fits}"
+            )
+        return chosen
+
+    def needs(self, datamodule: Any) -> set[str]:
+        """What this evaluation will need on `datamodule` (`inception`, `points2d`, `digits`):
+        callers resolve it before any work (Inception weights, the digit classifier)."""
+        return {m.needs for m in self.metrics_for(datamodule)}
+
+    def prepare(self, datamodule: Any) -> None:
+        """Everything an evaluation of `datamodule` needs that can fail, before the first sample:
+        the digit classifier (trained once, cached) and its accuracy floor. The Inception weights
+        are the caller's (`fetch_inception.ensure_weights`), as they may download."""
+        if DIGITS in self.needs(datamodule):
+            self.classifier(datamodule)
+
+    def classifier(self, datamodule: stacked.DigitData) -> digits.TrainedClassifier:
+        """The digit classifier for `datamodule`'s digits, held for the next evaluation; refused
+        under the accuracy floor."""
+        identity = repr(sorted(datamodule.digit_identity().items()))
+        if self._classifier is None or self._classifier[0] != identity:
+            self._classifier = (identity, digits.load_or_train(datamodule, self.cache_dir))
+        trained = self._classifier[1]
+        trained.check()
+        return trained
+
+    def check_final(self, datamodule: Any, n_samples: int | None = None) -> None:
+        """A final score (ganforge-eval) of Stacked-MNIST modes with fewer samples than modes is
+        not comparable with anything: refused before sampling."""
+        n = n_samples or self.n_samples
+        if DIGITS in self.needs(datamodule) and n < stacked.MIN_COMPARABLE:
+            raise ConfigError(
+                f"{self.key}.n_samples={n}: a Stacked-MNIST mode count from fewer than "
+                f"{stacked.MIN_COMPARABLE} samples cannot show all 1,000 modes and compares with "
+                f"nothing; set {self.key}.n_samples={stacked.DEFAULT_N} (VEEGAN/PacGAN) or "
+                f"{stacked.UNROLLED_N} (Unrolled GAN)"
+            )
+
     def fake_batches(
-        self, generate: Generate, z_dim: int, n_classes: int | None, device
+        self, generate: Generate, z_dim: int, n_classes: int | None, device, n: int | None = None
     ) -> Iterator[Tensor]:
-        """Generated samples in batches from a seeded noise stream: evaluations are repeatable."""
+        """Generated samples in batches from a seeded noise stream: evaluations are repeatable
+        (and each need's pass over them sees the same samples)."""
         g = torch.Generator().manual_seed(self.seed)
-        for start in range(0, self.n_samples, self.batch_size):
-            n = min(self.batch_size, self.n_samples - start)
-            z = torch.randn(n, z_dim, generator=g).to(device)
-            y = torch.randint(n_classes, (n,), generator=g).to(device) if n_classes else None
+        total = n or self.n_samples
+        for start in range(0, total, self.batch_size):
+            size = min(self.batch_size, total - start)
+            z = torch.randn(size, z_dim, generator=g).to(device)
+            y = torch.randint(n_classes, (size,), generator=g).to(device) if n_classes else None
             yield generate(z, y)
 
     def __call__(
@@ -158,26 +223,85 @@ class Evaluator:
         datamodule: InMemoryDataModule,
         device: torch.device | str = "cpu",
         ema: bool | None = None,
+        n_samples: int | None = None,
     ) -> dict[str, Any]:
-        """Plain metric names -> floats (plus `protocol` for Inception metrics)."""
+        """Plain metric names -> floats, plus `protocol` (every need's fields in one dict).
+        `n_samples` overrides the configured count (the end of training uses the protocol's)."""
         device = torch.device(device)
-        if not datamodule.is_image:
-            fake = torch.cat(list(self.fake_batches(generate, z_dim, n_classes, device)))
-            return self.mode_coverage(fake, cast(Mixture2D, datamodule))
+        n = n_samples or self.n_samples
+        chosen = self.metrics_for(datamodule)
+        out: dict[str, Any] = {}
+        protocol: dict[str, Any] = {}
+        for need in dict.fromkeys(m.needs for m in chosen):  # one pass over the samples per need
+            entries = [m for m in chosen if m.needs == need]
+
+            def batches() -> Iterator[Tensor]:
+                return self.fake_batches(generate, z_dim, n_classes, device, n)
+
+            if need == INCEPTION:
+                results = self.inception(batches(), entries, datamodule, device, ema, n)
+            elif need == POINTS2D:
+                fake = torch.cat(list(batches()))
+                results = self.mode_coverage(fake, cast(Mixture2D, datamodule), entries)
+            else:
+                data = cast(stacked.DigitData, datamodule)
+                results = self.digit_modes(batches, data, ema, n, entries)
+            protocol.update(results.pop("protocol"))
+            out.update(results)
+        out["protocol"] = protocol
+        return out
+
+    def inception(
+        self,
+        batches: Iterator[Tensor],
+        entries: list[Metric],
+        datamodule: InMemoryDataModule,
+        device: torch.device,
+        ema: bool | None,
+        n: int,
+    ) -> dict[str, Any]:
         extractor = self.extractor(device)
         reference = self.reference(datamodule, extractor)
-        fake = (to_uint8(x).cpu() for x in self.fake_batches(generate, z_dim, n_classes, device))
-        fake = _with_progress(fake, self.n_samples)
+        fake = _with_progress((to_uint8(x).cpu() for x in batches), n)
         return evaluate(
             fake,
             reference,
             extractor,
-            self.names,
+            [m.name for m in entries],
             ema=ema,
             kid_subsets=self.kid_subsets,
             kid_subset_size=self.kid_subset_size,
             seed=self.seed,
         )
+
+    def digit_modes(
+        self,
+        batches: Callable[[], Iterator[Tensor]],
+        datamodule: stacked.DigitData,
+        ema: bool | None,
+        n: int,
+        entries: Sequence[Metric] = (REGISTRY["stacked_modes"],),
+    ) -> dict[str, Any]:
+        """Stacked-MNIST modes, with how they were counted under `protocol`. `batches()` starts
+        the seeded sample stream afresh (for each entry)."""
+        trained = self.classifier(datamodule)
+        stats: dict[str, Any] = {}
+        for entry in entries:
+            stats.update(entry.compute(_with_progress(batches(), n), datamodule, trained))
+        stats["protocol"] = {
+            "num_fake": n,
+            # Fewer samples than modes: not comparable with the papers' 26,000 (or anything).
+            "comparable": n >= stacked.MIN_COMPARABLE,
+            "mode_rule": "a digit triple seen at least once",
+            "classifier": f"ganforge DigitClassifier, recipe v{digits.RECIPE['version']}",
+            "classifier_accuracy": trained.accuracy,  # on held-out digits it never saw
+            "accuracy_floor": digits.ACCURACY_FLOOR,
+            "digit_source": trained.source,
+            "image_to_digits": datamodule.resize,  # 28 px as is, or 32 px's border cropped
+            "seed": self.seed,
+            "ema": ema,
+        }
+        return stats
 
     def reference(
         self, datamodule: InMemoryDataModule, extractor: FeatureExtractor
@@ -206,12 +330,17 @@ class Evaluator:
     def _real(self, datamodule: InMemoryDataModule) -> Tensor:
         return datamodule.real_samples(self.reference_count, self.reference_split, self.seed)
 
-    def mode_coverage(self, fake: Tensor, datamodule: Mixture2D) -> dict[str, Any]:
+    def mode_coverage(
+        self,
+        fake: Tensor,
+        datamodule: Mixture2D,
+        entries: Sequence[Metric] = (REGISTRY["modes2d"],),
+    ) -> dict[str, Any]:
         """Mode coverage of 2-D samples, with the criterion it used under `protocol`."""
         n, k = fake.shape[0], len(datamodule.modes)
-        stats: dict[str, Any] = mode_stats(
-            fake, datamodule.modes, datamodule.std, min_count=self.mode_min_count
-        )
+        stats: dict[str, Any] = {}
+        for entry in entries:
+            stats.update(entry.compute(fake, datamodule, self.mode_min_count))
         stats["protocol"] = {
             "num_fake": n,
             "quality_sigmas": QUALITY_SIGMAS,

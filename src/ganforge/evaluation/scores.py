@@ -1,4 +1,5 @@
-"""One call from generated uint8 images to FID, KID, precision & recall and IS, with its protocol.
+"""One call from generated uint8 images to the registry's Inception metrics (FID, KID, precision &
+recall, IS, ...: `metrics.registry`), sharing one Inception pass, with their protocol.
 
 Typical use (the evaluation runner, ``ganforge.evaluation.Evaluator``, does this; build the
 extractor lazily and keep it *off* the LightningModule, so no Inception weights enter a
@@ -14,22 +15,18 @@ checkpoint):
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-from torchmetrics.image.kid import KernelInceptionDistance
-
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.evaluation.reference import Images, ReferenceStats, extract_features
-from ganforge.metrics.fid import frechet_distance, gaussian_stats, inception_score
 from ganforge.metrics.inception import FeatureExtractor
-from ganforge.metrics.pr import precision_recall
+from ganforge.metrics.kid import kid_subset_for
+from ganforge.metrics.registry import INCEPTION, REGISTRY, InceptionOptions, names_for
 
-METRICS = ("fid", "kid", "pr", "is")
+# The registry's entries computed from Inception features, in its order.
+METRICS = tuple(names_for(INCEPTION))
 # How generated float images become the uint8 the protocol is defined on: data.base.to_uint8
 # with rounding (truncation would bias every pixel down by half a level, which FID notices).
 QUANTIZATION = "uint8 = clamp(round((x - lo) / (hi - lo) * 255), 0, 255)"
@@ -57,52 +54,6 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def kid_subset_for(requested: int, n_fake: int, n_real: int) -> int:
-    """KID's subset size: ``requested``, but at most half of the smaller set (and at least 2,
-    the unbiased MMD estimator's minimum).
-
-    KID is the mean of unbiased MMD² estimates over random subsets, its spread their standard
-    deviation (Bińkowski et al. 2018; their ``polynomial_mmd_averages`` draws each subset without
-    replacement). A subset as large as the set is the set itself: every estimate is then the
-    same and the "std" is rounding noise (~1e-7). At half the set two subsets share half their
-    points on average, so the estimates vary as the sample does. Drawing with replacement
-    instead (a bootstrap) would put duplicate points into the estimator's off-diagonal kernel
-    sums and bias KID upwards. Unchanged when both sets hold at least twice ``requested``.
-    """
-    return max(2, min(requested, n_fake // 2, n_real // 2))
-
-
-class _Precomputed(nn.Module):
-    """Identity "feature extractor": torchmetrics' KID on features we already have."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
-
-
-def kid(
-    fake_features: Tensor, real_features: Tensor, subsets: int, subset_size: int, seed: int
-) -> tuple[float, float | None]:
-    """(mean, std) of torchmetrics' KID over ``subsets`` random subsets of ``subset_size``; the
-    std is None when it would measure nothing (one subset, or every subset the whole set)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        metric = KernelInceptionDistance(
-            feature=_Precomputed(real_features.shape[1]), subsets=subsets, subset_size=subset_size
-        )
-    metric.update(real_features, real=True)
-    metric.update(fake_features, real=False)
-    # KID draws subsets from the global RNG: seed it, without disturbing the caller's stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    whole = subset_size >= max(len(fake_features), len(real_features))
-    return float(mean), None if subsets < 2 or whole else float(std)
 
 
 def _check_protocol(reference: ReferenceStats, extractor: FeatureExtractor) -> None:
@@ -167,22 +118,11 @@ def evaluate(
             f"precision & recall with k={pr_k} need more than {pr_k} images per set"
         )
     subset = kid_subset_for(kid_subset_size, n_fake, reference.num_samples)
+    # The GPU for precision & recall's distances, when Inception runs on one.
+    opts = InceptionOptions(kid_subsets, subset, pr_k, is_splits, seed, extractor.device)
     out: dict[str, Any] = {}
-    if "fid" in names:
-        # The cached (mean, cov) as they are; the real side first, as torchmetrics orders them.
-        out["fid"] = frechet_distance(reference.mean, reference.cov, *gaussian_stats(features))
-    if "kid" in names:
-        out["kid_mean"], kid_std = kid(features, reference.features, kid_subsets, subset, seed)
-        if kid_std is not None:
-            out["kid_std"] = kid_std
-    if "pr" in names:
-        device = extractor.device  # the GPU, when Inception runs on one
-        out["precision"], out["recall"] = precision_recall(
-            reference.features.to(device), features.to(device), k=pr_k
-        )
-    if "is" in names:
-        assert logits is not None  # has_logits was checked above
-        out["is_mean"], out["is_std"] = inception_score(logits, splits=is_splits)
+    for name in names:
+        out.update(REGISTRY[name].compute(features, logits, reference, opts))
     out["protocol"] = Protocol(
         num_fake=n_fake,
         reference_dataset=str(reference.key["dataset"]),

@@ -1,9 +1,10 @@
-"""Distribution distances on Inception outputs, as pure float64 functions of features or logits.
+"""The Fréchet Inception Distance, as pure float64 functions of features.
 
-``evaluation.scores.evaluate`` applies ``frechet_distance`` to the cached reference mean and
-covariance and the generated samples' ``gaussian_stats`` directly. ``FID`` is for code that wants
-a torchmetrics ``Metric`` (its states, update and DDP reduction): torchmetrics'
-``FrechetInceptionDistance`` with only the final distance computed by ``frechet_distance``.
+The metric registry (``metrics.registry``) applies ``frechet_distance`` to the cached reference
+mean and covariance and the generated samples' ``gaussian_stats``. ``FID`` wraps the same distance
+in torchmetrics' ``FrechetInceptionDistance`` (its states, update and DDP reduction) for code that
+wants a ``Metric``; ganforge's evaluation never uses it, tests/test_inception.py checks the
+Inception network through it against torchmetrics' own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 
-def _f64(x: ArrayLike | Tensor) -> Tensor:
+def to_f64(x: ArrayLike | Tensor) -> Tensor:
     return (
         torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(torch.float64).cpu()
     )
@@ -23,7 +24,7 @@ def _f64(x: ArrayLike | Tensor) -> Tensor:
 
 def gaussian_stats(features: ArrayLike | Tensor) -> tuple[Tensor, Tensor]:
     """Mean and unbiased covariance (n - 1, as torchmetrics) of (N, D) features, in float64."""
-    f = _f64(features)
+    f = to_f64(features)
     if f.dim() != 2 or f.shape[0] < 2:
         raise ValueError(f"need (N >= 2, D) features, got {tuple(f.shape)}")
     return f.mean(0), torch.cov(f.T)
@@ -50,7 +51,7 @@ def frechet_distance(
     takes eigvals of the non-symmetric S1 S2 instead: the same value in exact arithmetic, but
     noisier when covariances are rank-deficient (fewer samples than 2048 dimensions).
     """
-    m1, m2, s1, s2 = _f64(mu1), _f64(mu2), _f64(sigma1), _f64(sigma2)
+    m1, m2, s1, s2 = to_f64(mu1), to_f64(mu2), to_f64(sigma1), to_f64(sigma2)
     d = m1.shape[0]
     if m1.shape != (d,) or m2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
         raise ValueError(f"shapes {m1.shape} {s1.shape} {m2.shape} {s2.shape} are not (D,), (D, D)")
@@ -60,29 +61,6 @@ def frechet_distance(
     tr_covmean = _psd_sqrt(torch.linalg.eigvalsh((inner + inner.T) / 2)).sum()
     diff = m1 - m2
     return float(diff.dot(diff) + s1.trace() + s2.trace() - 2 * tr_covmean)
-
-
-def inception_score(
-    logits: ArrayLike | Tensor, splits: int = 10, seed: int = 2020
-) -> tuple[float, float]:
-    """Inception Score (Salimans et al. 2016): exp E_x KL(p(y|x) || p(y)), mean and std over splits.
-
-    Exactly torch-fidelity's protocol (``isc_features_to_metric``): logits without the fc bias,
-    rows shuffled by ``np.random.RandomState(seed)``, float64, population std across splits.
-    """
-    x = _f64(logits)
-    n = x.shape[0]
-    if x.dim() != 2 or n < splits:
-        raise ValueError(f"need (N >= splits={splits}, classes) logits, got {tuple(x.shape)}")
-    x = x[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
-    p, log_p = x.softmax(dim=1), x.log_softmax(dim=1)
-    scores = []
-    for i in range(splits):
-        rows = slice(i * n // splits, (i + 1) * n // splits)
-        p_y = p[rows].mean(dim=0, keepdim=True)
-        kl = (p[rows] * (log_p[rows] - p_y.log())).sum(dim=1).mean()
-        scores.append(kl.exp().item())
-    return float(np.mean(scores)), float(np.std(scores))
 
 
 class FID(FrechetInceptionDistance):

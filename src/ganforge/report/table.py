@@ -11,14 +11,13 @@ from typing import Any
 import yaml
 
 from ganforge.errors import ConfigError
+from ganforge.metrics import registry
 from ganforge.report.collect import Run, Series
 
-# Metrics where more is better; everything else (FID, KID, reverse KL, losses) is minimised.
-# `direction=` on the command line, or the runs' `objective_direction` for their `objective`,
-# takes precedence.
-MAXIMIZE = {"precision", "recall", "modes_captured", "high_quality", "is", "density", "coverage"}
-# Tried in this order when no `metric=` is given and the runs set no `objective`.
-DEFAULT_METRICS = ("val/fid", "val/reverse_kl", "val/kid")
+# A metric's direction and the default metric come from the metric registry
+# (`registry.direction`, `registry.default_keys`); `direction=` on the command line, or the runs'
+# `objective_direction` for their `objective`, takes precedence; anything the registry does not
+# log (losses) is minimised.
 SEED = "seed"
 # Subtrees of the resolved config that repeat other keys (`system.*` wires `model`, `loss`,
 # `optim` together) or name places and plumbing rather than the experiment.
@@ -185,7 +184,7 @@ def choose_metric(runs: list[Run], metric: str | None) -> str | None:
             )
         return metric
     objectives = {run.config.get("objective") for run in runs} - {None}
-    for candidate in [*sorted(objectives), *DEFAULT_METRICS]:
+    for candidate in [*sorted(objectives), *registry.default_keys()]:
         if candidate in have:
             return candidate
     val = [m for m in have if m.startswith("val/")]
@@ -211,7 +210,7 @@ def choose_direction(runs: list[Run], metric: str | None, direction: str | None)
     }
     if len(own) == 1:
         return own.pop()
-    return "maximize" if metric.rsplit("/", 1)[-1] in MAXIMIZE else "minimize"
+    return registry.direction(metric) or registry.MINIMIZE
 
 
 def better(a: float, b: float, direction: str) -> bool:
