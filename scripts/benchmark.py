@@ -5,6 +5,7 @@
     python scripts/benchmark.py --only inception --threads 2   # on an idle machine
     python scripts/benchmark.py --only health                  # the health monitor's cost
     python scripts/benchmark.py --only evaluation              # a repeated evaluation's time
+    python scripts/benchmark.py --only compile                 # system.compile against (a)'s loops
 
 Every side runs with the same torch thread count, `--threads` (default 1: on a shared machine two
 OpenMP threads wait for each other whenever another process holds a core, which made a 2-D MLP
@@ -38,6 +39,11 @@ step 5x slower here and would measure the neighbours rather than ganforge).
     statistics); the rest (generating `--eval-samples` samples, their features, the Frechet
     distance's 2048-d eigendecompositions) does not depend on the reference. The first
     (cache-filling) call is reported too.
+(g) `system.compile=true` on (a)'s two cases: steady-state iterations/s of compiled ganforge against
+    the eager hand-written loop (the target) and against the same loop with G and D compiled the
+    same way (in place, default mode; what is left is the framework's own cost), with eager
+    ganforge beside them; the compile time (dynamo's own timers: tracing, inductor, the backward
+    graphs) is reported apart, as the median over the repeats.
 
 Every figure is the median over `--repeats` runs in one process, interleaved (ganforge, hand,
 hand, ganforge, ...) so that load from other processes hits both sides alike; ratios are medians
@@ -71,6 +77,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
 from ganforge.callbacks.health import HealthMonitor
+from ganforge.compile import CompileReport
 from ganforge.data.base import InMemoryDataModule, to_float
 from ganforge.losses import GANLoss
 from ganforge.metrics.backbone import load_inception
@@ -79,7 +86,7 @@ from ganforge.metrics.weights import resolve_weights
 from ganforge.system import ema_decay_at
 from ganforge.train import build, config_dir, train
 
-PARTS = ("train", "inception", "grid", "gpu", "health", "evaluation")
+PARTS = ("train", "inception", "grid", "gpu", "health", "evaluation", "compile")
 TRAIN_CASES = {  # name -> (overrides, target ratio)
     "DCGAN-28, batch 64": (["data=mnist5k", "model=dcgan", "data.batch_size=64"], 0.95),
     "2-D MLP, batch 100": (["data=toy_ring", "model=mlp", "data.batch_size=100"], 0.80),
@@ -100,6 +107,7 @@ GRID_TARGET_S = 120.0
 INCEPTION_TARGET = 2.0
 HEALTH_TARGET = 0.03  # the monitor's share of iteration time
 FEATURE_TOLERANCE = 1e-4
+COMPILE_TARGETS = {"DCGAN-28, batch 64": 1.10, "2-D MLP, batch 100": 1.00}  # x eager hand loop
 QUIET = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -193,12 +201,20 @@ def ganforge_rate(
             # No callbacks but the timer (presets may have set keys of the default ones).
             kept = {name: cfg.callbacks[name] for name in keep}
             cfg.callbacks = {"timer": callback_node(IterationTimer), **kept}
-        train(cfg)
+        LAST_RUN.clear()
+        LAST_RUN.update(train(cfg))
     return rate(IterationTimer.stamps, warmup)
 
 
-def hand_rate(overrides: list[str], iters: int, warmup: int, device: str) -> float:
-    """The loop a careful researcher writes by hand for the same config."""
+# The last run's metrics (of train(cfg)) or, for the hand loop, its compile/* figures.
+LAST_RUN: dict[str, Any] = {}
+
+
+def hand_rate(
+    overrides: list[str], iters: int, warmup: int, device: str, compiled: bool = False
+) -> float:
+    """The loop a careful researcher writes by hand for the same config; `compiled`: with G and D
+    compiled in place as system.compile=true does (compile/* figures left in LAST_RUN)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_cfg(overrides, Path(tmp))
     data = build(cfg.data)
@@ -212,6 +228,11 @@ def hand_rate(overrides: list[str], iters: int, warmup: int, device: str) -> flo
     G_ema = copy.deepcopy(G).requires_grad_(False) if ema_decay is not None else None
     opt_g = instantiate(cfg.optim.generator)(G.parameters())
     opt_d = instantiate(cfg.optim.discriminator)(D.parameters())
+    report = CompileReport()
+    if compiled:
+        G.compile()
+        D.compile()
+        report.start()
     loss = GANLoss(cfg.loss.name)
     batch, z_dim, log_every = cfg.data.batch_size, G.z_dim, cfg.train.log_every
     perm, pos, stamps, logged = torch.randperm(len(x), device=device), 0, [], {}
@@ -245,6 +266,8 @@ def hand_rate(overrides: list[str], iters: int, warmup: int, device: str) -> flo
         synchronize()
         stamps.append(time.perf_counter())
     assert logged  # the numbers were read back, as GANSystem does
+    LAST_RUN.clear()
+    report.finish(warmup + iters, LAST_RUN)
     return rate(stamps, warmup)
 
 
@@ -284,6 +307,52 @@ def bench_train(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
             "ratio": median(ratios),
             "target": target,
             "met": median(ratios) >= target,
+        }
+    return out
+
+
+# --- (g) compiled training ------------------------------------------------------------------------
+def bench_compile(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    out = {}
+    for case, (overrides, _) in TRAIN_CASES.items():
+        iters = args.dcgan_iters if "DCGAN" in case else args.mlp_iters
+        log(f"(g) {case}: {iters} iterations after {args.warmup} warm-up, x{args.repeats}")
+        compile_s: dict[str, list[float]] = {"ganforge": [], "hand": []}
+
+        def timed(side: str, measure: Callable[[], float], seconds=compile_s) -> float:
+            it_s = measure()
+            seconds[side].append(LAST_RUN["compile/seconds"])
+            return it_s
+
+        compiled = [*overrides, "system.compile=true"]
+        runs = interleaved(
+            {
+                "ganforge compiled": lambda o=compiled, n=iters: timed(
+                    "ganforge", lambda: ganforge_rate(o, n, args.warmup)
+                ),
+                "hand eager": lambda o=overrides, n=iters: hand_rate(o, n, args.warmup, "cpu"),
+                "hand compiled": lambda o=overrides, n=iters: timed(
+                    "hand", lambda: hand_rate(o, n, args.warmup, "cpu", compiled=True)
+                ),
+                "ganforge eager": lambda o=overrides, n=iters: ganforge_rate(o, n, args.warmup),
+            },
+            args.repeats,
+            log,
+        )
+        ratio = {
+            ref: median(g / h for g, h in zip(runs["ganforge compiled"], runs[ref], strict=True))
+            for ref in ("hand eager", "hand compiled", "ganforge eager")
+        }
+        target = COMPILE_TARGETS[case]
+        out[case] = {
+            "overrides": compiled,
+            "it_s": runs,
+            "median": {side: median(v) for side, v in runs.items()},
+            "ratio": ratio,
+            "compile_s": compile_s,
+            "compile_s_median": {side: median(v) for side, v in compile_s.items()},
+            "target": target,
+            "met": ratio["hand eager"] >= target,
         }
     return out
 
@@ -743,6 +812,19 @@ def table(results: dict[str, Any]) -> str:
             f"{r['without_median']:.1f} it/s) | without the monitor | slowdown "
             f"{100 * r['slowdown']:.1f} % | < {100 * r['target']:.0f} % | {yes(r['met'])} |"
         )
+    for case, r in results.get("compile", {}).items():
+        m, ratio, c = r["median"], r["ratio"], r["compile_s_median"]
+        rows.append(
+            f"| (g) {case}, system.compile=true, it/s (compile s) | {m['ganforge compiled']:.1f} "
+            f"({c['ganforge']:.0f} s) | {m['hand eager']:.1f} (eager hand loop) | "
+            f"{ratio['hand eager']:.2f} | ≥ {r['target']:.2f} | {yes(r['met'])} |"
+        )
+        rows.append(
+            f"| (g) {case}, the same against the compiled hand loop; eager ganforge | "
+            f"{m['ganforge compiled']:.1f} | {m['hand compiled']:.1f} ({c['hand']:.0f} s); eager "
+            f"ganforge {m['ganforge eager']:.1f} | {ratio['hand compiled']:.2f}; "
+            f"{ratio['ganforge eager']:.2f} | | |"
+        )
     for case, r in results.get("evaluation", {}).items():
         if isinstance(r, dict):
             rows.append(
@@ -840,6 +922,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["health"] = bench_health(args, log)
     if "evaluation" in args.parts:
         results["evaluation"] = bench_evaluation(args, log)
+    if "compile" in args.parts:
+        results["compile"] = bench_compile(args, log)
     results["load_average_end"] = os.getloadavg()
     results["total_s"] = time.perf_counter() - start
     results["table"] = table(results)
