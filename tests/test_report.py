@@ -305,6 +305,64 @@ def _truncate_finished(root: Path) -> list[str]:
     return [str(sweep)]
 
 
+def _garbage_csv(root: Path) -> list[str]:
+    sweep = sweep_2x2(root / "sweep")
+    (sweep / "2" / "csv" / "metrics.csv").write_bytes(bytes(range(255, 0, -1)) * 8)
+    return [str(sweep)]
+
+
+def _nul_csv(root: Path) -> list[str]:
+    sweep = sweep_2x2(root / "sweep")
+    (sweep / "2" / "csv" / "metrics.csv").write_bytes(b"\0" * 512)
+    return [str(sweep)]
+
+
+def attempt(folder: Path) -> Path:
+    """What Hydra and ganforge-train leave of a single run stopped by its checks: Hydra's record
+    and the one error line, no config_resolved.yaml."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["optim.lr_d=-1"]))
+    hydra = {"hydra": {"mode": "RUN", "runtime": {"choices": {"loss": "hinge"}}}}
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    line = "[t][ganforge][ERROR] - ConfigError: optim.lr_d=-1 must be a number >= 0"
+    (folder / "train.log").write_text(line + "\n")
+    return folder
+
+
+def _only_an_attempt(root: Path) -> list[str]:
+    return [str(attempt(root / "runs" / "2026-01-01_00-00-00"))]
+
+
+def test_an_attempt_that_stopped_before_training_is_skipped_saying_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = tmp_path / "runs"
+    make_run(runs / "a", "hinge", 0, [(100, 2.0, 0.0), (300, 1.0, 0.0)])
+    attempt(runs / "b")
+    rep = report(Options(paths=[runs]))
+    assert [r.name for r in rep.runs] == ["a"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"skipped {(runs / 'b').resolve()}: it stopped before training")
+
+
+def test_console_prints_notes_as_written_not_as_rich_markup(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from ganforge.report import print_report
+
+    run = make_run(tmp_path / "runs" / "a", "hinge", 0, [])
+    (run / "csv" / "metrics.csv").unlink()
+    config = yaml.safe_load((run / "config_resolved.yaml").read_text())
+    config["logger"] = {"wandb": {"mode": "offline"}}
+    (run / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    stream = io.StringIO()
+    print_report(report(Options(paths=[run])), Console(file=stream, width=400))
+    assert "'logger=[csv,wandb]'" in stream.getvalue()
+
+
 @pytest.mark.parametrize(
     ("make_args", "expected"),
     [
@@ -318,6 +376,10 @@ def _truncate_finished(root: Path) -> list[str]:
         (lambda root: [str(sweep_2x2(root / "s")), "colour=red"], "unknown option 'colour'"),
         (lambda root: [str(sweep_2x2(root / "s")), "group_by=lr"], "no run has a setting 'lr'"),
         (lambda root: [], "no PATH given"),
+        (_garbage_csv, "metrics.csv is not text (byte 0 is not UTF-8): it is damaged"),
+        (_nul_csv, "metrics.csv holds NUL bytes (line 1)"),
+        (lambda root: [str(sweep_2x2(root / "s")), "metrc=val/fid"], "did you mean metric="),
+        (_only_an_attempt, "stopped before training on a user error"),
     ],
     ids=[
         "missing-path",
@@ -327,6 +389,10 @@ def _truncate_finished(root: Path) -> list[str]:
         "option",
         "group-by",
         "none",
+        "binary-csv",
+        "nul-csv",
+        "option-typo",
+        "only-attempts",
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(

@@ -8,6 +8,7 @@ arguments like the other commands and turns user errors into one line and exit c
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -19,10 +20,17 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from ganforge.cli import check_writable, report_user_errors
-from ganforge.errors import ConfigError
-from ganforge.report.collect import Run, find_runs, format_duration, read_runs
+from ganforge.errors import ConfigError, DataError
+from ganforge.report.collect import (
+    Run,
+    find_runs,
+    format_duration,
+    read_runs,
+    stopped_before_training,
+)
 from ganforge.report.page import eval_lines, eval_text, write_page
 from ganforge.report.sweep import OptunaSweep, optuna_sweeps
 from ganforge.report.table import (
@@ -73,12 +81,16 @@ def parse_args(argv: list[str]) -> Options:
     paths: list[Path] = []
     values: dict[str, str] = {}
     for arg in argv:
+        if arg.startswith("--") and "=" in arg and not Path(arg).exists():
+            arg = arg[2:]  # --out=DIR, as argparse would take it
         key, eq, value = arg.partition("=")
         if eq and key in OPTIONS:
             values[key] = value
         elif eq and not Path(arg).exists():
+            near = difflib.get_close_matches(key, OPTIONS, n=1)
+            hint = f"did you mean {near[0]}={value}? " if near else ""
             raise ConfigError(
-                f"{arg}: unknown option {key!r}; the options are {', '.join(OPTIONS)} "
+                f"{arg}: unknown option {key!r}; {hint}the options are {', '.join(OPTIONS)} "
                 "(ganforge-report --help)"
             )
         else:
@@ -131,6 +143,18 @@ def report(opts: Options) -> Report:
     check_writable("out", out)
     out.mkdir(parents=True, exist_ok=True)
     runs = read_runs(dirs, stale_after=opts.stale_after)
+    skipped = [r for r in runs if stopped_before_training(r)]
+    runs = [r for r in runs if r not in skipped]
+    for run in skipped:
+        log.warning(
+            "skipped %s: it stopped before training (%s), so it is no run", run.path, run.error
+        )
+    if not runs:
+        raise DataError(
+            f"no runs under {' '.join(str(p) for p in opts.paths)}: the {len(skipped)} run "
+            "folder(s) there stopped before training on a user error (see the lines above); "
+            "fix the command and train again"
+        )
     table = build_table(runs, opts.metric, opts.group_by, opts.direction, opts.rank_by)
     sweeps = optuna_sweeps(runs)
     generated = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -356,7 +380,7 @@ def print_report(rep: Report, console: Console | None = None) -> None:
         for h in head:
             rt.add_column(h)
         for row in rows:
-            rt.add_row(*row, style="bold green" if row[0].startswith("★") else None)
+            rt.add_row(*map(Text, row), style="bold green" if row[0].startswith("★") else None)
         console.print(rt)
     head, rows = run_rows(table, compact=True)
     if len(table.columns) > MAX_CONSOLE_SETTINGS:
@@ -371,27 +395,30 @@ def print_report(rep: Report, console: Console | None = None) -> None:
     for h in head:
         rt.add_column(h)
     for row in rows:
-        rt.add_row(*row)
+        rt.add_row(*map(Text, row))  # Text: a `[csv,wandb]` in a note is not Rich markup
     console.print(rt)
     for run in rep.runs:
         if run.error:
-            console.print(f"{run.name}: {status_text(run)}: {run.error}", highlight=False)
+            console.print(
+                f"{run.name}: {status_text(run)}: {run.error}", highlight=False, markup=False
+            )
         for note in run.notes:
-            console.print(f"{run.name}: {note}", highlight=False)
+            console.print(f"{run.name}: {note}", highlight=False, markup=False)
         if run.health:
-            console.print(f"{run.name}: health: {health_text(run)}", highlight=False)
+            console.print(f"{run.name}: health: {health_text(run)}", highlight=False, markup=False)
         for line in eval_lines(run.evals):
-            console.print(f"{run.name}: ganforge-eval {line}", highlight=False)
+            console.print(f"{run.name}: ganforge-eval {line}", highlight=False, markup=False)
     for note in table.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
     for s in rep.sweeps:
         best = s.results.get("best_value") if s.results else None
         console.print(
             f"Optuna sweep {s.directory}: {len(s.trials)} trials, best {fmt(best)}; "
             f"{s.importance_note}",
             highlight=False,
+            markup=False,
         )
-    console.print(f"written to {rep.out / 'index.html'} (and report.md, report.json)")
+    console.print(f"written to {rep.out / 'index.html'} (and report.md, report.json)", markup=False)
 
 
 @report_user_errors

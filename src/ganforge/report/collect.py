@@ -92,6 +92,14 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
+def stopped_before_training(run: Run) -> bool:
+    """A single run (not a sweep's job) that stopped on a user error before training began:
+    `train` writes config_resolved.yaml after its checks, so it has none. An attempt, not a run
+    to compare; a sweep's failed job stays in its sweep's table."""
+    multirun = str(run.hydra.get("mode", "")).upper() == "MULTIRUN"
+    return run.status == "failed" and not (run.path / RESOLVED).is_file() and not multirun
+
+
 def _natural_key(path: Path) -> list[Any]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
@@ -187,7 +195,19 @@ def read_metrics(path: Path, may_be_writing: bool) -> tuple[dict[str, Series], b
     Rows are sparse: each `log_metrics` call (train metrics every `log_every` iterations, `val/*`
     after each evaluation) is one row, with the other columns empty. Returns the series and
     whether a cut-off last line was left out (allowed only while the run may be writing it)."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not text (byte {err.start} is not UTF-8): it is damaged, or not the CSV "
+            "ganforge-train writes; delete it (or the run) and report again"
+        ) from None
+    if "\0" in text:
+        raise DataError(
+            f"{path} holds NUL bytes (line {text[: text.index(chr(0))].count(chr(10)) + 1}): it "
+            "is damaged (e.g. a crash while the disk was full); delete it (or the run) and "
+            "report again"
+        )
     lines = text.split("\n")
     cut = False
     if lines and lines[-1] == "":
