@@ -14,7 +14,7 @@ from torch import Tensor
 from conftest import compose_train
 from fakes import write_mnist
 from ganforge.data import to_float, to_uint8
-from ganforge.data.stacked_mnist import StackedMNISTDataModule
+from ganforge.data.stacked_mnist import StackedMNISTDataModule, StreamSampler
 from ganforge.errors import ConfigError, DataError
 from ganforge.evaluation.identity import data_identity
 from ganforge.train import train
@@ -126,6 +126,19 @@ def test_on_the_fly_batches_are_fresh_reproducible_and_resume_exactly(mnist_root
     # The run's seed moves the stream too: seeds of one experiment see different data.
     other_run = module(mnist_root, shuffle_seed=1)
     assert not torch.equal(images(other_run, 1)[0], straight[0])
+
+
+def test_stream_shards_by_rank_into_the_single_process_batches():
+    # Two ranks of batch 4: their k-th batches together are the k-th batch of 8 of one process,
+    # the positions StackedDigits draws the global batch's triples for.
+    single = list(StreamSampler(40, 8))
+    ranks = [list(StreamSampler(40, 4, rank=r, world_size=2)) for r in range(2)]
+    for k in range(5):
+        union = sorted(ranks[0][4 * k : 4 * k + 4] + ranks[1][4 * k : 4 * k + 4])
+        assert union == single[8 * k : 8 * k + 8]
+    resumed = StreamSampler(40, 8)
+    resumed.consumed = 7  # epoch 1 (5 batches each), its third batch
+    assert list(resumed)[:8] == list(range(56, 64))
 
 
 def test_fixed_set_resumes_exactly(mnist_root):

@@ -93,8 +93,8 @@ class StackedDigits(Dataset):
         self.pad, self.labels = pad, labels
 
     def __len__(self) -> int:
-        assert self.triples is not None, "an on-the-fly stream has no length"
-        return len(self.triples)
+        # The stream's data epoch: as many images as there are digits (what StreamSampler walks).
+        return len(self.triples) if self.triples is not None else len(self.digits)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
