@@ -187,8 +187,14 @@ class StackedMNISTDataModule(InMemoryDataModule):
         if source not in SOURCES:
             raise ConfigError(f"data.source={source!r} must be one of {', '.join(SOURCES)}")
         check_bool("data.download", download)
-        if n_samples is not None:
-            check_int("data.n_samples", n_samples)
+        if n_samples is not None and (
+            isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1
+        ):
+            raise ConfigError(
+                f"data.n_samples={n_samples!r} must be a positive integer (a fixed set of that "
+                f"many images: 128000 in VEEGAN / PacGAN Table 2) or null (fresh triples every "
+                f"batch, the Unrolled-GAN protocol)"
+            )
         check_int("data.seed", seed, minimum=0)
         if image_size not in SIZES or isinstance(image_size, bool):
             raise ConfigError(
