@@ -27,6 +27,19 @@ T = TypeVar("T")
 
 # Jobs of this process's multirun that stopped on a user error (their messages were logged).
 failed_jobs: list[str] = []
+# Every job of this process's multirun: {"num", "overrides", "result"}, for the closing table.
+jobs: list[dict[str, Any]] = []
+sweep_dirs: set[str] = set()
+
+
+def record_job(result: str) -> None:
+    """Note how this multirun job ended (a line of the table printed after the sweep)."""
+    if not _in_multirun():
+        return
+    hydra = HydraConfig.get()
+    overrides = " ".join(str(o) for o in hydra.overrides.task) or "(no overrides)"
+    jobs.append({"num": hydra.job.num, "overrides": overrides, "result": result})
+    sweep_dirs.add(str(Path(str(hydra.runtime.output_dir)).parent))
 
 
 def _in_multirun() -> bool:
@@ -47,6 +60,7 @@ def report_user_errors(task: Callable[..., T]) -> Callable[..., T]:
                 sys.exit(2)
             # A sweep goes on: Hydra's launchers stop at a job that raises (or exits).
             failed_jobs.append(f"job {HydraConfig.get().job.num}: {err}")
+            record_job(f"failed: {type(err).__name__}")
             cfg = args[0] if args and isinstance(args[0], DictConfig) else None
             # A sweeper optimizing an objective records NaN as a failed trial; None would stop it.
             return float("nan") if cfg is not None and cfg.get("objective") else None  # type: ignore[return-value]
@@ -60,6 +74,12 @@ def run_hydra_main(hydra_main: Callable[[], Any], config_name: str | None = None
     launcher in other processes log their own errors)."""
     check_command_line(hydra_main, config_name)
     hydra_main()
+    if jobs:
+        from ganforge.summary import multirun_lines
+
+        sweep = next(iter(sweep_dirs)) if len(sweep_dirs) == 1 else None
+        for line in multirun_lines(jobs, sweep):
+            log.info(line)
     if failed_jobs:
         print(f"{len(failed_jobs)} job(s) stopped on a user error:", file=sys.stderr)
         for line in failed_jobs:

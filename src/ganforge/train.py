@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge import checkpoint
+from ganforge import loggers as loggers_
 from ganforge.callbacks.checkpoint import (
     IterationCheckpoint,
     NonFiniteWeightsError,
@@ -29,7 +30,7 @@ from ganforge.callbacks.checkpoint import (
 )
 from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.progress import IterationProgress
-from ganforge.cli import report_user_errors, run_hydra_main
+from ganforge.cli import record_job, report_user_errors, run_hydra_main
 from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError
 from ganforge.metrics.fetch_inception import ensure_weights
 from ganforge.models.protocols import check_models
@@ -41,6 +42,7 @@ from ganforge.preflight import (
     check_outputs,
     source_key,
 )
+from ganforge.summary import headline, run_summary, summary_lines
 from ganforge.system import GANSystem
 
 log = logging.getLogger("ganforge")
@@ -61,6 +63,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     and logger services (nothing read or written), then the networks against the checkpoint to
     resume, then the FID weights; only then does anything get written.
     """
+    started = time.monotonic()
     _check(cfg)
     ckpt_path = cfg.get("ckpt_path") or _auto_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -89,8 +92,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.get("enable_progress_bar", True) and not own_bar:
         # Progress in GAN iterations in Lightning's progress-bar slot (its own bar counts epochs).
         callbacks.append(IterationProgress(cfg.train.get("max_iters"), cfg.train.log_every))
+    # A logger set to null (e.g. `logger.csv=null` beside W&B) is switched off.
     loggers = [
-        build(c, **_resume_wandb(name, c, record)) for name, c in (cfg.get("logger") or {}).items()
+        build(c, **_resume_wandb(name, c, record), **_wandb_run(name, cfg, c))
+        for name, c in (cfg.get("logger") or {}).items()
+        if c is not None
     ]
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
@@ -98,12 +104,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    # The config is logged once, whole; Lightning would add the system's hyperparameters flat
+    # beside it (W&B showed every system.* setting twice). They stay in the checkpoint.
+    system._log_hyperparams = False
+    loggers_.log_config(trainer.loggers, cfg)
     try:
         # weights_only=True said explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the user's
         # environment must not turn a downloaded checkpoint into code that runs.
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics: dict[str, Any] = dict(system.last_metrics)
+        metrics["train/iterations"] = system.iteration
+        summary = run_summary(metrics, out, time.monotonic() - started)
+        loggers_.log_summary(trainer.loggers, cfg, summary)
     except (NonFiniteLossError, NonFiniteWeightsError) as err:
         # Say honestly what the checkpoints hold: weights may have diverged (finite but huge)
         # well before the loss became NaN, and last.ckpt may be from then.
@@ -112,13 +124,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise
         raise type(err)(f"{err}. {describe_after_divergence(saver.dirpath)}") from None
     finally:
-        # Close the W&B run here, so the next job of a multirun (same process) starts its own.
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                logger.experiment.finish()
-    metrics: dict[str, Any] = dict(system.last_metrics)
-    metrics["train/iterations"] = system.iteration
+        loggers_.finish(trainer.loggers)
+    if trainer.is_global_zero:
+        for line in summary_lines(summary):
+            log.info(line)
     metrics["output_dir"] = str(out)
+    metrics["summary"] = summary
     return metrics
 
 
@@ -187,6 +198,12 @@ def _remove_stale_tmp(callbacks: list[Any], ckpt_path: str | None) -> None:
         for stale in folder.glob("*.ckpt.tmp"):
             log.warning("removing %s, left by a checkpoint write that was interrupted", stale)
             stale.unlink(missing_ok=True)
+
+
+def _wandb_run(name: str, cfg: DictConfig, node: DictConfig) -> dict[str, Any]:
+    if not str(node.get("_target_", "")).endswith("WandbLogger"):
+        return {}
+    return loggers_.wandb_run(cfg, node)
 
 
 def _resume_wandb(name: str, node: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -269,6 +286,7 @@ def _check(cfg: DictConfig) -> None:
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
+    record_job(headline(metrics["summary"], cfg.get("objective")))
     return objective_value(cfg, metrics)
 
 

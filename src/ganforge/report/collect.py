@@ -139,7 +139,7 @@ def read_run(path: Path, now: float | None = None, stale_after: float = 600.0) -
         run.metrics, cut = read_metrics(csv_path, may_be_writing=writing)
         if cut:
             run.notes.append("last CSV line still being written: left out")
-    elif run.config and "csv" not in (run.config.get("logger") or {}) and error is None:
+    elif run.config and not (run.config.get("logger") or {}).get("csv") and error is None:
         # Only CSVLogger's file holds the metrics; W&B or TensorBoard alone leave nothing here.
         run.notes.append(
             "no csv/metrics.csv: trained without the CSV logger, so no metrics to compare; "
