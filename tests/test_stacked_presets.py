@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
 from conftest import compose_train
+from fakes import data_overrides
 from ganforge.errors import ConfigError
 from ganforge.models.protocols import check_models
 from ganforge.models.stacked import (
@@ -21,6 +23,7 @@ from ganforge.models.stacked import (
     SameConvTranspose2d,
     same_padding,
 )
+from ganforge.reproduce import Options, compose_variants, paper_samples, protocol_of
 from ganforge.train import train
 
 # The two settings' networks as conf/model/*.yaml builds them (28 px, 3 channels).
@@ -153,7 +156,7 @@ def test_weights_start_as_the_authors_code_draws_them() -> None:
     for conv in [m.conv for m in layers(D, SameConv2d)]:
         assert conv.weight.abs().max() <= 0.04  # truncated at 2 std
         assert not conv.bias.any()
-    w = torch.cat([m.deconv.weight.flatten() for m in layers(G, SameConvTranspose2d)])
+    w = torch.cat([m.deconv.weight.detach().flatten() for m in layers(G, SameConvTranspose2d)])
     assert abs(float(w.std()) - 0.02) < 0.001 and w.abs().max() > 0.04  # a full normal
     for bn in layers(G, nn.BatchNorm2d) + layers(D, nn.BatchNorm2d):
         assert bool((bn.weight == 1).all()) and bool((bn.bias == 0).all())
@@ -213,3 +216,64 @@ def test_g_steps_below_one_is_refused_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"system\.g_steps=0 must be a positive integer"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+# --- the presets ----------------------------------------------------------------------------------
+# preset -> (packs per batch, the paper's evaluation sample count, shrink for a quick run)
+PRESETS = {
+    "pacgan_stacked_mnist": (128, 25600, []),
+    "pacgan_stacked_mnist_veegan": (64, 26000, ["model.g_width=4", "model.d_width=4"]),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_runs_fast_dev_run_on_its_28_px_data(tmp_path: Path, preset: str) -> None:
+    probe = compose_train(tmp_path, f"experiment={preset}")
+    assert probe.data.image_size == 28 and probe.model.pack == 2
+    cfg = compose_train(
+        tmp_path,
+        f"experiment={preset}",
+        "debug=fast_dev_run",
+        "data.batch_size=8",  # 4 packs of 2
+        *PRESETS[preset][2],
+        *data_overrides("stacked_mnist", tmp_path),
+        "data.image_size=28",
+    )
+    metrics = train(cfg)
+    assert metrics["train/iterations"] == 1
+    assert np.isfinite(metrics["train/d_loss"]) and np.isfinite(metrics["train/g_loss"])
+
+
+def test_veegan_preset_takes_two_g_steps_on_a_fixed_set_and_a_uniform_prior(
+    tmp_path: Path,
+) -> None:
+    cfg = compose_train(tmp_path, "experiment=pacgan_stacked_mnist_veegan")
+    assert cfg.system.g_steps == 2 and cfg.data.n_samples == 128000
+    assert cfg.model.generator.prior == "uniform" and cfg.model.generator.kernel_size == 5
+    table3 = compose_train(tmp_path, "experiment=pacgan_stacked_mnist")
+    assert table3.system.g_steps == 1 and table3.data.n_samples is None
+    assert (table3.optim.lr_d, table3.optim.lr_g, list(table3.optim.betas)) == (
+        2e-4,
+        1e-4,
+        [0.5, 0.99],
+    )
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_paper_variants_keep_the_papers_packs_per_batch(preset: str) -> None:
+    """Each variant's batch is the paper's packs per batch times its pack, the final evaluation
+    draws the paper's sample count, and the paper's metrics are the mode metric's keys."""
+    per_batch, n_samples, _ = PRESETS[preset]
+    variants = compose_variants(Options(experiment=preset))
+    assert {v.name for v in variants} >= {"DCGAN", "PacDCGAN2", "PacDCGAN4"}
+    for v in variants:
+        assert v.cfg.data.batch_size == per_batch * v.cfg.model.pack, v.name
+        assert v.cfg.model.pack == (1 if v.name.startswith("DCGAN") else int(v.name[8])), v.name
+        assert set(v.paper) == {"val/modes", "val/reverse_kl"}, v.name
+        assert v.cfg.callbacks.evaluation.final_n_samples == n_samples
+        assert v.cfg.system.ema_decay is None
+        protocol = protocol_of(v.cfg)
+        assert protocol is not None and paper_samples(protocol, "val/modes") == n_samples
+    half = [v for v in variants if v.name.endswith("_halfD")]
+    assert all(v.cfg.model.d_width == 4 for v in half)
+    assert len(half) == (4 if preset == "pacgan_stacked_mnist" else 0)
