@@ -247,3 +247,21 @@ def test_the_generator_step_never_moves_d_with_rpgan_r1_and_r2() -> None:
 def test_settings_refuse_bad_penalty_weights_and_intervals(key, value, message) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings(**{key: value})
+
+
+def test_penalties_judge_reals_and_interpolates_with_real_labels_and_fakes_with_theirs() -> None:
+    from conftest import toy_system
+
+    G = mlp.Generator(z_dim=8, hidden=16, depth=1, dim=2, conditional="projection", n_classes=8)
+    D = mlp.Discriminator(hidden=16, depth=1, dim=2, conditional="projection", n_classes=8)
+    system, _ = toy_system(
+        generator=G, discriminator=D, conditional="projection", n_classes=8,
+        gp_weight=1.0, r1_gamma=1.0, r2_gamma=1.0,
+    )  # fmt: skip
+    seen: list[torch.Tensor] = []
+    forward = system.D.forward
+    system.D.forward = lambda x, y: seen.append(y) or forward(x, y)
+    y_real, y_fake = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    penalties = system._d_penalties(torch.randn(4, 2), torch.randn(4, 2), y_real, y_fake)
+    assert list(penalties) == ["train/gp", "train/r1", "train/r2"]
+    assert [y.tolist() for y in seen] == [[0] * 4, [0] * 4, [1] * 4]  # gp, R1, then R2
