@@ -320,3 +320,32 @@ def test_fast_dev_run_trains_dcgan(tmp_path, mnist_root, overrides):
     metrics = train(cfg)
     assert metrics["train/iterations"] == 1
     assert np.isfinite(metrics["train/d_loss"]) and np.isfinite(metrics["train/g_loss"])
+
+
+@pytest.mark.slow
+def test_a_resumed_on_the_fly_run_trains_on_the_same_data(tmp_path, mnist_root):
+    # Through Lightning: the batches training took are counted, checkpointed and continued (the
+    # fixed set's sampler is the base's, whose resume test_resume covers). Different data after
+    # the resume would give different weights.
+    tiny = [
+        "data=stacked_mnist",
+        "model=dcgan",
+        "model.base_width=4",
+        "data.batch_size=8",
+        f"data.root={mnist_root}",
+        "data.download=false",
+        "data.source=torchvision",
+        "logger=none",
+        "callbacks=default",
+        "callbacks.samples.every_n_iters=1000",
+    ]
+    train(compose_train(tmp_path / "whole", *tiny, "train.max_iters=12"))
+    train(compose_train(tmp_path / "half", *tiny, "train.max_iters=5"))
+    first = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    train(compose_train(tmp_path / "resumed", *tiny, "train.max_iters=12", f"ckpt_path={first}"))
+    whole, resumed = (
+        torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=True)
+        for run in ("whole", "resumed")
+    )
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
