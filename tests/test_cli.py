@@ -235,3 +235,43 @@ def test_console_commands_say_one_line_exit_2_and_leave_no_run_folder(tmp_path: 
         assert len(lines) == 1 and lines[0].startswith("ConfigError: "), got
     assert not logs.exists()  # nothing ganforge-report could count as a run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.json", "out.json"]
+
+
+def test_run_summary_names_final_and_best_with_its_iteration(tmp_path: Path) -> None:
+    from ganforge.summary import headline, multirun_lines, run_summary, summary_lines, wandb_summary
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "step,train/g_loss,val/fid,val/recall\n10,0.5,,\n100,,80.5,0.2\n200,,70.25,0.1\n"
+        "300,0.7,75.0,0.15\n"
+    )
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "health.json").write_text('[{"state": "stalled", "start": 120, "end": null}]')
+    final = {"val/fid": 75.0, "val/recall": 0.15, "train/g_loss": 0.7, "train/iterations": 300}
+    summary = run_summary({**final, "output_dir": "x"}, tmp_path, wall_s=83.4)
+    # fid is minimised, recall maximised (the metric registry's directions)
+    assert summary["best"] == {
+        "val/fid": {"value": 70.25, "iteration": 200},
+        "val/recall": {"value": 0.2, "iteration": 100},
+    }
+    lines = summary_lines(summary)
+    assert lines[0] == (
+        "finished 300 iterations in 1m23s: val/fid 75 (best 70.25 at iteration 200); "
+        "val/recall 0.15 (best 0.2 at iteration 100); train/g_loss 0.7"
+    )
+    assert lines[1] == "health: stalled from 120"
+    assert lines[2] == f"run folder: {tmp_path}"
+    assert lines[3] == f"checkpoints: last.ckpt (in {tmp_path / 'checkpoints'})"
+    assert wandb_summary(summary)["best/val/fid_iteration"] == 200
+    assert headline(summary, "val/recall") == "val/recall 0.15 (best 0.2 at 100)"
+    jobs = [
+        {"num": 0, "overrides": "model=mlp loss=hinge", "result": headline(summary)},
+        {"num": 1, "overrides": "model=mlp loss=lsgan", "result": "failed: ConfigError"},
+    ]
+    assert multirun_lines(jobs, "/s") == [
+        "multirun: 2 job(s), all with model=mlp",
+        "    0  loss=hinge  val/fid 75 (best 70.25 at 200)",
+        "    1  loss=lsgan  failed: ConfigError",
+        "compare them: ganforge-report /s",
+    ]
