@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ class StreamSampler(ResumableShardedSampler):
     [e·L·W, (e+1)·L·W) with L = len(self), rank r of W taking every W-th one, resumed at
     `consumed` batches like its base. The k-th batches of all ranks form the k-th global batch."""
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         epoch, done = divmod(self.consumed, self.batches_per_epoch)
         span = len(self) * self.world_size
         mine = range(epoch * span + self.rank, (epoch + 1) * span, self.world_size)
