@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # settings.py imports this table to check the settings it names
+    from ganforge.settings import Settings
 
 
 def _input_grad_sq_norm(D: Callable[[Tensor], Tensor], x: Tensor, pack: int = 1) -> Tensor:
@@ -60,8 +63,9 @@ def r1_penalty(D: Callable[[Tensor], Tensor], real: Tensor, pack: int = 1) -> Te
 
 
 def r2_penalty(D: Callable[[Tensor], Tensor], fake: Tensor, pack: int = 1) -> Tensor:
-    """R2 (Roth et al. 2017; Huang et al. 2024, R3GAN): E[||grad D(x)||^2] on generated data, the
-    gradient w.r.t. the fakes only; the caller applies gamma / 2."""
+    """R2 (Mescheder et al. 2018, beside R1; both every step in R3GAN, Huang et al. 2024):
+    E[||grad D(x)||^2] on generated data, the gradient w.r.t. the fakes only; the caller applies
+    gamma / 2."""
     return _input_grad_sq_norm(D, fake, pack).mean()
 
 
@@ -96,7 +100,7 @@ class Penalty:
             return self.function(D_fake, fake, pack=pack)
         return self.function(D, real, fake, pack=pack)
 
-    def due(self, settings: Any, iteration: int) -> float:
+    def due(self, settings: Settings, iteration: int) -> float:
         """The factor `weight * interval * scale` it enters D's loss with after `iteration` GAN
         iterations, 0 when off or not due. Lazy regularization (Karras et al. 2020): applied
         every k iterations, scaled by k so that the expected penalty is unchanged."""
