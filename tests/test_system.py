@@ -154,18 +154,26 @@ def log_rows(system: GANSystem) -> dict[int, dict[str, float]]:
 
 
 def spy_returns(monkeypatch: pytest.MonkeyPatch, name: str) -> list[float]:
-    """The values `ganforge.system.<name>` returns, in call order."""
+    """The values the penalty function `name` (of an entry of `regularizers.PENALTIES`, as the
+    system iterates them) returns, in call order."""
+    import dataclasses
+
     import ganforge.system
 
     values: list[float] = []
-    fn = getattr(ganforge.system, name)
 
-    def spied(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        values.append(float(out.detach()))
-        return out
+    def spied(entry):
+        def function(*args, **kwargs):
+            out = entry.function(*args, **kwargs)
+            values.append(float(out.detach()))
+            return out
 
-    monkeypatch.setattr(ganforge.system, name, spied)
+        return dataclasses.replace(entry, function=function)
+
+    table = ganforge.system.PENALTIES
+    assert name in [p.function.__name__ for p in table]
+    spies = tuple(spied(p) if p.function.__name__ == name else p for p in table)
+    monkeypatch.setattr(ganforge.system, "PENALTIES", spies)
     return values
 
 
