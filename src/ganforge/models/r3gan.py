@@ -30,7 +30,7 @@ linear layer reads.
 Deviations. 28 px: the authors' sizes are 4 * 2^k; 28 = 7 * 2^2, so the basis is 7x7 (D's
 depthwise conv 7x7) with three stages (7, 14, 28), as dcgan.py starts 28 px from a 7x7 map: every
 pixel is generated and judged, nothing is cropped, padded or resized. The authors' bf16 stages
-(train.py:182, networks.py:23-24) are left to Lightning's `trainer.precision`.
+(train.py:182, training/networks.py:23-24) are left to Lightning's `trainer.precision`.
 """
 
 from __future__ import annotations
@@ -101,7 +101,9 @@ def _parse(stage_widths: str, n_stages: int) -> list[int]:
     return [int(p) for p in parts]
 
 
-def _stages(widths: list[int], blocks: int, expansion: int, group_size: int, up: bool) -> list:
+def _stages(
+    widths: list[int], blocks: int, expansion: int, group_size: int, up: bool
+) -> list[nn.Sequential]:
     n_blocks = blocks * len(widths)  # L of the fix-up rule counts every block of the network
     stages = []
     for i, w in enumerate(widths):
@@ -140,7 +142,8 @@ class Generator(nn.Module):
             self.embed = nn.Embedding(self.n_classes, z_dim)
             msr_init_(self.embed, 1.0)
         self.basis = nn.Parameter(torch.randn(widths[0], side, side))
-        self.modulation = nn.Linear(z_dim * (1 if self.n_classes is None else 2), widths[0], False)
+        inputs = z_dim * (1 if self.n_classes is None else 2)
+        self.modulation = nn.Linear(inputs, widths[0], bias=False)
         msr_init_(self.modulation, 1.0)
         self.stages = nn.Sequential(*_stages(widths, blocks, expansion, group_size, up=True))
         self.out = conv(widths[-1], channels, 1, 1.0)
