@@ -273,3 +273,15 @@ def test_checkpoint_loads_in_eval(r3gan_ckpt: Path, tmp_path: Path) -> None:
     report = eval_mod.evaluate_checkpoint(cfg)
     assert report["generator"] == "ema" and report["protocol"]["reference_dataset"] == "mnist5k"
     assert report["metrics"]["fid"] > 0
+
+
+def test_bf16_autocast_with_double_backprop() -> None:
+    # trainer.precision=bf16-mixed runs the nets under autocast; R1/R2 differentiate through it.
+    G, D = nets(28, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = G(torch.randn(4, G.z_dim)).detach().float().requires_grad_(True)
+        logits = D(x)
+        (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    assert logits.dtype == torch.bfloat16 and logits.shape == (4,)
+    (grad.square().sum() + logits.float().sum()).backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in D.parameters())
