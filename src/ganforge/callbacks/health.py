@@ -39,12 +39,13 @@ from ganforge.data.base import to_float
 from ganforge.errors import ConfigError, check_int
 from ganforge.health import actions, signals
 from ganforge.health.actions import HealthStop
-from ganforge.health.rules import Diagnoser, Event, Thresholds
+from ganforge.health.rules import MODE_COUNTS, Diagnoser, Event, Thresholds
 
 log = logging.getLogger("ganforge")
 ACTIONS = ("warn", "stop")
-# Periodic-evaluation metrics the rules read (as logged: `val/<name>`).
-EVAL_KEYS = ("fid", "recall", "modes_captured")
+# Periodic-evaluation metrics the rules read (as logged: `val/<name>`): FID, recall and every
+# mode count the metric registry knows.
+EVAL_KEYS = ("fid", "recall", *MODE_COUNTS)
 
 __all__ = ["HealthMonitor", "HealthStop"]
 
@@ -143,7 +144,7 @@ class HealthMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self._off(trainer):
             return
-        self.diagnoser = Diagnoser(self.thresholds, self.patience, pl_module.loss.name)
+        self.diagnoser = Diagnoser(self.thresholds, self.patience, pl_module.loss)
         if self._diagnoser_state is not None:  # resumed: continue the references and tracks
             self.diagnoser.load_state_dict(self._diagnoser_state)
             self._diagnoser_state = None
@@ -200,9 +201,9 @@ class HealthMonitor(L.Callback):
                    if f"val/{k}" in pl_module.last_metrics}  # fmt: skip
         if not metrics:
             return
-        modes = getattr(trainer.datamodule, "modes", None)
-        if modes is not None:
-            metrics["n_modes"] = float(len(modes))
+        n_modes = getattr(trainer.datamodule, "n_modes", None)
+        if n_modes is not None:
+            metrics["n_modes"] = float(n_modes)
         self.diagnoser.add_evaluation(pl_module.iteration, metrics)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -259,7 +260,7 @@ class HealthMonitor(L.Callback):
             fake_logits = pl_module._d(fake, y_fake)[0]
         if self.real_distance is None:
             self.real_distance = signals.mean_pairwise_distance(real)
-        acc_real, acc_fake = signals.d_accuracy(real_logits, fake_logits, pl_module.loss.name)
+        acc_real, acc_fake = signals.d_accuracy(real_logits, fake_logits, pl_module.loss)
         fake_distance = signals.mean_pairwise_distance(fake)
         d_real = float(pl_module.loss.d_output(real_logits))
         d_fake = float(pl_module.loss.d_output(fake_logits))

@@ -42,6 +42,11 @@ class ToyDataModule(InMemoryDataModule):
         self._n_classes = len(modes)
         super().__init__(**kwargs)
 
+    @property
+    def n_modes(self) -> int:
+        """The modes a generator can cover (the health monitor's optimum for a mode count)."""
+        return len(self.modes)
+
     def load(self, split: str) -> tuple[Tensor, Tensor]:
         # The test split is a fresh draw from the same mixture: a different stream, same recipe.
         g = torch.Generator().manual_seed(self.seed + (split == "test"))

@@ -20,14 +20,17 @@ The rules (the README's Troubleshooting section explains each and its remedies):
   mean output on fakes, D(G(z)), at most `vanishing_d_fake`: G's loss gradient, proportional
   to D(G(z)), has vanished.
 * `mode_collapse` — the generated batch's mean pairwise distance (fixed noise) is at most
-  `collapse_diversity` of the real data's; or, with periodic evaluation, the 2-D modes captured
-  fell to `collapse_modes` of the best seen, or `val/recall` to `collapse_recall` of its best.
+  `collapse_diversity` of the real data's; or, with periodic evaluation, a mode count (every
+  registry metric that has one: 2-D mixtures' `val/modes_captured`, Stacked MNIST's
+  `val/modes`) fell to `collapse_modes` of the best seen, or `val/recall` to `collapse_recall`
+  of its best.
 * `divergence` — a loss magnitude or gradient norm is `divergence_factor` times its reference
   (its value at the first probe, iteration 1 of a fresh run, but at least 1 for a loss), or a
   signal is not finite.
 * `stalled` — G's update-to-weight ratio is at most `stall_update_ratio` (G does not move); or,
-  with periodic evaluation, the evaluation metric (`val/fid`, or on 2-D data `val/modes_captured`
-  while modes are missing) has not improved by `stall_min_delta` for `stall_evals` evaluations.
+  with periodic evaluation, the evaluation metric (`val/fid`, or a mode count —
+  `val/modes_captured`, `val/modes` — while modes are missing) has not improved by
+  `stall_min_delta` for `stall_evals` evaluations.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganforge.errors import ConfigError, check_int, check_positive
-from ganforge.health.signals import loss_record
 from ganforge.losses import GANLoss
+from ganforge.metrics.registry import mode_count_keys
 
+# Evaluation keys (without `val/`) that count captured modes, as the metric registry names them.
+MODE_COUNTS = tuple(k.removeprefix("val/") for k in mode_count_keys())
 STATES = ("d_overpowering", "vanishing_g_gradient", "mode_collapse", "divergence", "stalled")
 # The magnitudes `divergence` watches, and the floor of each reference: a loss that starts near
 # 0 (a critic's) or a gradient that starts tiny (an untrained D barely depends on its input) is
@@ -105,11 +110,10 @@ class _Track:
 class Diagnoser:
     """Turns probes (and evaluations) into raise/clear events. Pure bookkeeping: no I/O."""
 
-    def __init__(self, thresholds: Thresholds, patience: int, loss: GANLoss | str) -> None:
+    def __init__(self, thresholds: Thresholds, patience: int, loss: GANLoss) -> None:
         check_int("callbacks.health.patience", patience)
         self.t, self.patience = thresholds, patience
-        record = loss_record(loss)
-        self.saturating = record is not None and record.saturating
+        self.saturating = loss.saturating
         self.tracks = {s: _Track() for s in STATES}
         self.max_g_grad = 0.0
         self.first: dict[str, float] = {}
@@ -178,8 +182,9 @@ class Diagnoser:
         if "diversity" in s and s["diversity"] <= limit:
             ev |= {"diversity": s["diversity"], "fake_distance": s["fake_distance"],
                    "real_distance": s["real_distance"]}  # fmt: skip
-        for key, fraction in (("modes_captured", self.t.collapse_modes),
-                              ("recall", self.t.collapse_recall)):  # fmt: skip
+        # Every metric that counts modes (registry.mode_count_keys: 2-D mixtures, Stacked MNIST).
+        watched = [(key, self.t.collapse_modes) for key in MODE_COUNTS]
+        for key, fraction in [*watched, ("recall", self.t.collapse_recall)]:
             best, last = self._best_and_last(key, higher_is_better=True)
             if best is not None and best > 0 and last <= fraction * best:
                 ev |= {key: last, f"best_{key}": best}
@@ -229,10 +234,11 @@ class Diagnoser:
         last = self.evals[-1][1]
         if "fid" in last:
             key, sign = "fid", -1.0
-        elif "modes_captured" in last and last.get("modes_captured", 0) < last.get("n_modes", 0):
-            key, sign = "modes_captured", 1.0
         else:
-            return None
+            counted = [k for k in MODE_COUNTS if k in last]
+            if not counted or last[counted[0]] >= last.get("n_modes", 0):
+                return None
+            key, sign = counted[0], 1.0
         best, since = -math.inf, 0
         for _, m in self.evals:
             value = sign * m.get(key, math.nan)

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
 
 
@@ -51,29 +50,14 @@ def mean_pairwise_distance(x: Tensor) -> float:
     return float(torch.pdist(flat).mean())
 
 
-def d_accuracy(
-    real_logits: Tensor, fake_logits: Tensor, loss: GANLoss | str
-) -> tuple[float, float]:
+def d_accuracy(real_logits: Tensor, fake_logits: Tensor, loss: GANLoss) -> tuple[float, float]:
     """The fraction of real samples D scores as real, and of fakes it scores as fake, split at
     the loss's decision threshold."""
     real, fake = real_logits.detach().float().flatten(), fake_logits.detach().float().flatten()
-    record = loss_record(loss)
-    threshold = None if record is None else record.threshold
+    threshold = loss.threshold
     if threshold is None:  # a critic: split at the midpoint of its two means
         threshold = float(real.mean() + fake.mean()) / 2
     return float((real > threshold).float().mean()), float((fake < threshold).float().mean())
-
-
-def loss_record(loss: GANLoss | str) -> GANLoss | None:
-    """The loss's record. A name is read as ganforge's loss of that name, and None (no facts:
-    no absolute threshold, not saturating) for another: the callback passed names before losses
-    were records."""
-    if isinstance(loss, GANLoss):
-        return loss
-    try:
-        return GANLoss(loss)
-    except ConfigError:
-        return None
 
 
 @contextlib.contextmanager
