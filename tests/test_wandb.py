@@ -95,3 +95,173 @@ def test_online_wandb_without_a_login_is_refused_before_training(
     monkeypatch.delenv("WANDB_API_KEY")
     monkeypatch.setenv("WANDB_MODE", "offline")  # or offline, with no key
     check_loggers(compose_train(tmp_path, *TINY))
+
+
+# --- what a W&B user sees: names, group, job type, tags, config once, summary -----------------
+BLOCK = 32 * 1024  # W&B's record file: LevelDB-style log blocks of 32 KiB, 7-byte record headers
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf records of an offline run's .wandb file (what `wandb sync` uploads)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B"
+    pos, out, parts = 7, [], b""
+    while pos + 7 <= len(raw):
+        if BLOCK - pos % BLOCK < 7:  # a block's tail too short for a header is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        length, kind = int.from_bytes(raw[pos + 4 : pos + 6], "little"), raw[pos + 6]
+        if length == 0 and kind == 0:
+            break
+        parts += raw[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last part of one
+            record = pb.Record()
+            record.ParseFromString(parts)
+            out.append(record)
+            parts = b""
+    return out
+
+
+def run_facts(records: list) -> dict:
+    """The run record (name, group, ...), config keys and summary of an offline run."""
+    facts: dict = {"config": [], "summary": {}}
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            facts.update(
+                name=r.run.display_name,
+                group=r.run.run_group,
+                job_type=r.run.job_type,
+                tags=list(r.run.tags),
+            )
+        elif kind == "config":
+            facts["config"] += [u.key for u in r.config.update if u.key != "_wandb"]
+        elif kind == "summary":
+            facts["summary"].update({u.key: u.value_json for u in r.summary.update if u.key})
+    return facts
+
+
+def run_cli(tmp_path: Path, *args: str, env: dict | None = None) -> str:
+    import os
+    import subprocess
+
+    environ = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),  # a new user: no W&B login, no settings
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        "GANFORGE_LOG_DIR": str(tmp_path / "logs"),
+        **(env or {}),
+    }
+    environ.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [*args], env=environ, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+CLI_TINY = [*TINY[:4], "train.max_iters=20", "train.log_every=5", "num_threads=1"]
+CLI_TINY += ["callbacks.evaluation.every_n_iters=10", "callbacks.plots=null"]
+CLI_TINY += ["callbacks.samples=null", "callbacks.health=null", "logger=wandb"]
+
+
+@pytest.mark.slow
+def test_a_multirun_is_a_wandb_group_of_runs_named_by_what_differs(tmp_path: Path) -> None:
+    import sys
+
+    cmd = [sys.executable, "-m", "ganforge.train", "-m", *CLI_TINY, "loss=hinge,non_saturating"]
+    output = run_cli(tmp_path, *cmd)
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    facts = {}
+    for job in ("0", "1"):
+        (records,) = (sweep / job / "wandb").glob("offline-run-*/*.wandb")
+        run_records(records.parent, b"best/val/high_quality")  # flushed
+        facts[job] = run_facts(wandb_records(records))
+        assert (sweep / job / "csv" / "metrics.csv").is_file()  # CSV kept beside W&B
+    assert [facts[j]["name"] for j in ("0", "1")] == ["loss=hinge", "loss=non_saturating"]
+    assert facts["0"]["group"] == facts["1"]["group"] == f"train-{sweep.name}"
+    assert facts["0"]["job_type"] == "train"
+    assert facts["0"]["tags"] == ["mlp", "hinge", "toy_ring"]
+    # The config once, nested: no flat copy of the system's settings beside it.
+    config = facts["0"]["config"]
+    assert "system" in config and "optim" in config and "n_critic" not in config
+    assert len(config) == len(set(config))
+    summary = facts["0"]["summary"]
+    # (reverse KL is inf in so short a run: no best; the modes' share is 0 from the first)
+    assert summary["best/val/high_quality_iteration"] == "10" and float(summary["wall_s"]) > 0
+    assert str(sweep / "0") in summary["run_dir"]
+    # The run's own summary, and the multirun's table with the report command.
+    assert "finished 20 iterations in " in output and "val/reverse_kl" in output
+    assert f"run folder: {sweep / '0'}" in output
+    assert "multirun: 2 job(s), all with " in output
+    assert f"compare them: ganforge-report {sweep}" in output
+
+
+def agent_command(sweep_yaml: Path, values: dict) -> list[str]:
+    """The command line `wandb agent` builds for one run of the sweep (wandb_agent.py's
+    _command_run, with W&B's own create_sweep_command_args)."""
+    import yaml
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    sweep = yaml.safe_load(sweep_yaml.read_text())
+    command = {"args": {k: {"value": v} for k, v in values.items()}, "program": sweep["program"]}
+    macros = sweep_utils.create_sweep_command_args(command)
+    macros.update(env=["/usr/bin/env"], interpreter=["python"], program=[sweep["program"]])
+    out: list[str] = []
+    for part in sweep_utils.create_sweep_command(sweep["command"]):
+        part = str(part)
+        out += macros.get(part[2:-1]) or [] if part.startswith("${") else [part]
+    return out
+
+
+SWEEP_YAML = Path(__file__).parents[1] / "scripts" / "wandb_sweep.yaml"
+
+
+def test_the_sweep_recipe_names_real_keys_and_options() -> None:
+    """Every parameter of scripts/wandb_sweep.yaml passes ganforge-train's override check, in
+    both forms an agent may pass (key=value and --key=value)."""
+    import yaml
+
+    from ganforge import overrides
+    from ganforge.train import config_dir
+
+    params = yaml.safe_load(SWEEP_YAML.read_text())["parameters"]
+    values = {
+        k: p["values"][0] if "values" in p else p.get("value", p.get("min"))
+        for k, p in params.items()
+    }
+    argv = agent_command(SWEEP_YAML, values)
+    assert argv[:2] == ["/usr/bin/env", "ganforge-train"]
+    assert f"optim.lr_d={values['optim.lr_d']}" in argv
+    overrides.check_argv(overrides.normalize(argv[2:]), config_dir(), "train", "ganforge-train")
+    hyphens = [f"--{k}={v}" for k, v in values.items()]
+    overrides.check_argv(overrides.normalize(hyphens), config_dir(), "train", "ganforge-train")
+
+
+@pytest.mark.slow
+def test_wandb_agent_command_line_trains_a_run(tmp_path: Path) -> None:
+    """The exact command line the agent runs (scripts/wandb_sweep.yaml's `command`), with tiny
+    values as a sweep's constant parameters would pass them."""
+    import yaml
+
+    values: dict = {"loss": "hinge", "optim.lr_d": 0.0005, "optim.lr_g": 0.0002}
+    values.update({k.split("=")[0]: k.split("=", 1)[1] for k in CLI_TINY if "=" in k})
+    del values["logger"]  # the recipe's command sets it
+    argv = agent_command(SWEEP_YAML, values)
+    # What the agent writes before it runs the command (wandb_agent.py: SWEEP_PARAM_PATH).
+    params = tmp_path / "sweep-params.yaml"
+    params.write_text(yaml.safe_dump({k: {"value": v} for k, v in values.items()}))
+    output = run_cli(tmp_path, *argv, env={"WANDB_SWEEP_PARAM_PATH": str(params)})
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    (records,) = (run / "wandb").glob("offline-run-*/*.wandb")
+    run_records(records.parent, b"wall_s")  # flushed
+    facts = run_facts(wandb_records(records))
+    # Named by the sweep's parameters, not the recipe's fixed experiment=toy_ring logger=wandb.
+    assert facts["name"].startswith("loss=hinge,optim.lr_d=0.0005,optim.lr_g=0.0002,data=")
+    assert "finished 20 iterations" in output

@@ -10,10 +10,12 @@ gets the settings that matter with the final metrics.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -41,10 +43,11 @@ def wandb_run(cfg: DictConfig, node: DictConfig) -> dict[str, Any]:
     if node.get("name") is None:
         typed = [str(o) for o in (hydra.overrides.task if hydra is not None else [])]
         differs = [o for o in typed if not o.lstrip("+~").startswith(NOT_IN_NAMES)]
-        swept = _swept_keys(sys.argv[1:])
-        if hydra is not None and hydra.mode == RunMode.MULTIRUN and swept:
-            # In a multirun the jobs differ by the swept keys; the rest is the group's.
-            differs = [o for o in differs if o.split("=", 1)[0] in swept] or differs
+        multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
+        # The jobs of a multirun, or a W&B Sweeps agent's runs, differ by the swept keys; the
+        # rest is the same in all of them.
+        swept = _swept_keys(sys.argv[1:]) if multirun else _agent_keys()
+        differs = [o for o in differs if o.split("=", 1)[0] in swept] or differs
         chosen["name"] = (",".join(differs) or experiment or cfg.get("task_name"))[:MAX_NAME]
     if node.get("group") is None and hydra is not None and hydra.mode == RunMode.MULTIRUN:
         # The sweep's folder (a job's folder is <sweep>/<job number>): the same in every job,
@@ -65,6 +68,19 @@ def _swept_keys(argv: list[str]) -> set[str]:
     except HydraException:
         return set()
     return {o.get_key_element() for o in parsed if o.is_sweep_override()}
+
+
+def _agent_keys() -> set[str]:
+    """The parameters of the W&B sweep when a `wandb agent` started this run: the agent writes
+    them to $WANDB_SWEEP_PARAM_PATH (`{key: {value: ...}}`) before it runs the command."""
+    path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
+    if not path or not Path(path).is_file():
+        return set()
+    try:
+        params = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError:
+        return set()
+    return {str(k) for k in params if k != "wandb_version"} if isinstance(params, dict) else set()
 
 
 def _name(cfg: DictConfig, group: str) -> str | None:
