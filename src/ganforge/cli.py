@@ -73,6 +73,8 @@ def run_hydra_main(hydra_main: Callable[[], Any], config_name: str | None = None
     after a multirun where jobs failed on user errors, say how many and exit 2 (jobs run by a
     launcher in other processes log their own errors)."""
     check_command_line(hydra_main, config_name)
+    for record in (failed_jobs, jobs, sweep_dirs):
+        record.clear()  # a process that runs several commands (tests) reports each one's own
     hydra_main()
     if jobs:
         from ganforge.summary import multirun_lines
