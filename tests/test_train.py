@@ -38,6 +38,8 @@ TINY = {
     "mlp": ["model.hidden=16", "model.depth=1"],
     "dcgan": ["model.base_width=4"],
     "resnet": ["model.g_width=8", "model.d_width=8"],
+    "r3gan": ["model.width=16", "model.blocks=1"],
+    "veegan_dcgan": ["model.g_width=4", "model.d_width=4"],
 }
 # Image sizes each ganforge model cannot build (the toys have none): a ConfigError naming
 # data.image_size. For a model not listed, what its own constructors refuse.

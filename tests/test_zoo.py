@@ -31,6 +31,9 @@ TINY = {
     ],
     "dcgan": ["model.base_width=4"],
     "resnet": ["model.g_width=8", "model.d_width=8"],
+    "r3gan": ["model.width=16", "model.blocks=1"],
+    "unrolled_dcgan": [],  # the paper's own networks are this small (8-64 maps)
+    "veegan_dcgan": ["model.g_width=4", "model.d_width=4"],
 }
 
 

@@ -7,8 +7,9 @@ ganforge-eval rebuild it only when it is on their `allowed_classes` list, see `c
 Generator (`G`):
 - `z_dim: int` — the width of the latent it is called with;
 - `n_classes: int | None` — the classes a conditional G draws, None when unconditional;
-- `output_kind: "image" | "vector"` — images are (N, C, H, W) in [-1, 1] (tanh), vectors (N, D)
-  (the toy 2-D points). `is_image(G)` is the one answer to "is this image data?" below the
+- `output_kind: "image" | "vector"` — images are (N, C, H, W) on the data's [-1, 1] scale (a
+  tanh output, or unbounded as R3GAN's G; ganforge clamps only where it writes pixels), vectors
+  (N, D) (the toy 2-D points). `is_image(G)` is the one answer to "is this image data?" below the
   data module, which the run builder checks against `datamodule.is_image`;
 - `forward(z, y=None)`: ganforge calls `G(z)` when unconditional and `G(z, y)` with int64 labels;
 - `init_args: dict` — its constructor arguments as plain data, which the checkpoint stores to
