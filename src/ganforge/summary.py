@@ -94,9 +94,11 @@ def wandb_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def headline(summary: dict[str, Any], objective: str | None = None) -> str:
-    """One metric for a multirun's table: the objective, else the first val/*, else g_loss."""
+    """One metric for a multirun's table: the objective, else the primary metric the report
+    ranks by (the registry's default keys: val/fid, val/reverse_kl, ...), else g_loss."""
     final, best = summary["final"], summary["best"]
-    vals = [k for k in final if k.startswith("val/")]
+    ranked = [k for k in registry.default_keys() if k in final]
+    vals = ranked + [k for k in final if k.startswith("val/")]
     key = objective if objective in final else (vals[0] if vals else "train/g_loss")
     if key not in final:
         return "finished"
