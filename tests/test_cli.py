@@ -170,7 +170,7 @@ def test_a_hydra_level_mistake_is_named_with_the_closest_key(command, args, expe
     "args",
     [
         ["optim.lr_d=1e-3", "logger=[csv,tensorboard]"],
-        ["logger=wandb", "+logger.wandb.group=mine"],  # a new key with no near-twin
+        ["logger=wandb", "+logger.wandb.notes=mine"],  # a new key with no near-twin (wandb.init)
         ["++train.max_iter=5"],  # added on purpose
         ["-m", "model=mlp", "model.hidden=16,32", "seed=1,2"],
         ["experiment=toy_ring", "~callbacks.samples"],

@@ -265,3 +265,97 @@ def test_wandb_agent_command_line_trains_a_run(tmp_path: Path) -> None:
     # Named by the sweep's parameters, not the recipe's fixed experiment=toy_ring logger=wandb.
     assert facts["name"].startswith("loss=hinge,optim.lr_d=0.0005,optim.lr_g=0.0002,data=")
     assert "finished 20 iterations" in output
+
+
+@pytest.fixture
+def hydra_job(monkeypatch: pytest.MonkeyPatch):
+    """HydraConfig as inside a job: (overrides, mode, job folder, command line) -> the config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from ganforge.train import config_dir
+
+    def make(overrides: list[str], mode: str, output_dir: str, argv: list[str]):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.mode = mode
+            cfg.hydra.runtime.output_dir = output_dir
+            cfg.hydra.runtime.choices.experiment = None
+        HydraConfig.instance().set_config(cfg)
+        monkeypatch.setattr("sys.argv", ["ganforge-train", *argv])
+        return cfg
+
+    yield make
+    HydraConfig.instance().cfg = None  # type: ignore[assignment]
+
+
+def test_wandb_names_group_and_tags_follow_the_job(hydra_job) -> None:
+    from ganforge.loggers import wandb_run
+
+    job = ["loss=hinge", "seed=2", "logger=wandb", "paths.log_dir=/tmp/x"]
+    cfg = hydra_job(
+        job,
+        "MULTIRUN",
+        "/runs/train/multiruns/2026-01-01_10-00-00/3",
+        ["-m", "loss=hinge,lsgan", "seed=2", "logger=wandb"],
+    )
+    assert wandb_run(cfg, cfg.logger.wandb) == {
+        "name": "loss=hinge",  # what differs between the jobs: the swept key
+        "group": "train-2026-01-01_10-00-00",
+        "tags": ["dcgan", "hinge", "mnist5k"],
+    }
+    cfg = hydra_job(job, "RUN", "/runs/train/runs/x", [*job])
+    run = wandb_run(cfg, cfg.logger.wandb)
+    assert run["name"] == "loss=hinge,seed=2" and "group" not in run  # paths, loggers left out
+    cfg.logger.wandb.name, cfg.logger.wandb.tags = "mine", []
+    assert wandb_run(cfg, cfg.logger.wandb) == {}  # set in the config: kept
+
+
+def test_tensorboard_gets_the_settings_beside_the_final_metrics(tmp_path: Path) -> None:
+    """What the HParams tab is given (Lightning writes it with TensorBoardLogger.log_hyperparams
+    when metrics come along); `test_tensorboard_hparams_tab` reads the event files."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from ganforge.loggers import hparams, log_summary
+
+    class Recorder(TensorBoardLogger):
+        def log_hyperparams(self, params, metrics=None):  # type: ignore[override]
+            self.got = (params, metrics)
+
+    tb = object.__new__(Recorder)  # no tensorboard package needed to record the call
+    cfg = compose_train(tmp_path, *TINY[:4], "loss=hinge")
+    final = {"val/fid": 80.0, "train/g_loss": 0.5, "health/d_gap": 0.1, "train/iterations": 4}
+    log_summary([tb], cfg, {"final": final, "best": {}, "health": []})
+    params, metrics = tb.got
+    assert params == hparams(cfg)
+    assert params["loss.name"] == "hinge" and params["optim.lr_d"] == cfg.optim.lr_d
+    assert params["model.hidden"] == 16 and params["seed"] == 0
+    assert all(k.count(".") <= 1 for k in params)  # not system.g_optimizer.lr again
+    assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
+    assert metrics == {
+        "final/val/fid": 80.0,
+        "final/train/g_loss": 0.5,
+        "final/train/iterations": 4,
+    }
+
+
+def test_tensorboard_hparams_tab(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="needs the tensorboard extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    train(compose_train(tmp_path, *TINY, "logger=tensorboard"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    session, metrics = {}, []
+    for content in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            session = data.session_start_info.hparams
+        if data.HasField("experiment"):
+            metrics = [m.name.tag for m in data.experiment.metric_infos]
+    assert session["loss.name"].string_value == "non_saturating"
+    assert "final/train/g_loss" in metrics and "final/train/iterations" in metrics
+    assert (tmp_path / "csv" / "metrics.csv").is_file()  # CSV beside TensorBoard
