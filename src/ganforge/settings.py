@@ -17,6 +17,7 @@ from ganforge.compile import check_backend, check_dynamic, check_mode
 from ganforge.errors import ConfigError, check_int
 from ganforge.models.layers import check_conditional
 from ganforge.regularizers import PENALTIES
+from ganforge.schedules import check_schedules
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,19 @@ class Settings:
     # The generator's running average
     ema_decay: float | None = 0.999  # None: no EMA generator
     ema_start: int = 0  # G updates before averaging starts
+    ema_half_life: float | None = None  # in images, ramped from 0; replaces ema_decay's rule
     # The updates
     grad_clip_g: float | None = None  # max gradient norm; None: no clipping
     grad_clip_d: float | None = None
-    lr_decay: str = "none"  # none | linear (to 0 at max_iters; optim.decay)
+    lr_decay: str = "none"  # none | linear (to 0 at max_iters) | cosine (optim.decay)
     decay_start: int = 0  # iteration where the linear decay starts (optim.decay_start)
+    # The cosine schedules (ganforge.schedules): their end values and their one span
+    decay_to: float = 0.0  # cosine: the lrs end at this fraction of lr_g/lr_d (optim.decay_to)
+    beta2_to: float | None = None  # Adam's beta2 at the span's end (optim.beta2_to)
+    penalty_to: float | None = None  # D's penalty weights end at this fraction of theirs
+    decay_iters: int | None = None  # the span in iterations (optim.decay_iters)
+    decay_images: float | None = None  # or in images (optim.decay_images); else max_iters
+    batch_size: int | None = None  # images per device in one D update (data.batch_size)
     # The run
     max_iters: int | None = None  # run length in GAN iterations (train.max_iters)
     log_every: int = 10  # iterations between logged train/* metrics (train.log_every)
@@ -84,26 +93,9 @@ class Settings:
             raise ConfigError(f"system.ema_decay={decay} must be in (0, 1), or null to disable")
         # The class count is kept only for a conditional model (None otherwise).
         object.__setattr__(self, "n_classes", check_conditional(self.conditional, self.n_classes))
-        self._check_lr_decay()
+        check_schedules(self)
         check_dynamic(self.compile_dynamic)
         check_backend(check_mode(self.compile))  # inductor's compiler, before any work
-
-    def _check_lr_decay(self) -> None:
-        if self.lr_decay not in ("none", "linear"):
-            raise ConfigError(f"optim.decay={self.lr_decay!r} must be 'none' or 'linear'")
-        if self.lr_decay == "none":
-            return
-        if self.max_iters is None:
-            raise ConfigError(
-                "optim.decay=linear decays the learning rates to 0 at train.max_iters, which is "
-                "null; set train.max_iters=N or optim.decay=none"
-            )
-        start = self.decay_start
-        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < self.max_iters:
-            raise ConfigError(
-                f"optim.decay_start={start} must be an integer in [0, train.max_iters="
-                f"{self.max_iters})"
-            )
 
 
 def _is_number(value: Any) -> bool:

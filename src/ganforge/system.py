@@ -39,6 +39,7 @@ from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
 from ganforge.regularizers import PENALTIES
 from ganforge.rng import set_rng_states
+from ganforge.schedules import Schedules, ema_decay_at  # noqa: F401 (benchmark.py imports it)
 from ganforge.settings import Settings
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -67,6 +68,7 @@ class GANSystem(L.LightningModule):
         self.settings = s = Settings(**settings)
         _check_discriminator_conditional(discriminator, s.conditional)
         self.nan_guard = NanGuard(s.nan_policy, s.max_skips, s.max_consecutive_skips)
+        self.schedules = Schedules.of(s)  # rebuilt for the world size in configure_optimizers
         # Plain values only (modules and factories pickled into the checkpoint would break
         # weights_only loading); the record describes the networks instead.
         self.save_hyperparameters({**dataclasses.asdict(s), "meta": meta})
@@ -201,6 +203,7 @@ class GANSystem(L.LightningModule):
                 "train/d_real": self.loss.d_output(d_real),
                 "train/d_fake": self.loss.d_output(d_fake),
                 **self._grad_norms,
+                **self.schedules.logged(self.iteration, self.trainer.optimizers),
             }
             self.log_iteration_metrics({k: float(v) for k, v in metrics.items()})
         if self.max_iters is not None and self.iteration >= self.max_iters:
@@ -253,6 +256,7 @@ class GANSystem(L.LightningModule):
         penalties: dict[str, Tensor] = {}
         for penalty in PENALTIES:
             factor = penalty.due(self.settings, self.iteration)
+            factor *= self.schedules.penalty_scale(self.iteration)
             if factor:
                 value = penalty(critic, real, fake_critic, fake, pack=self.pack)
                 penalties[penalty.metric] = factor * value
@@ -275,7 +279,7 @@ class GANSystem(L.LightningModule):
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        decay = ema_decay_at(self.settings.ema_decay, self.iteration, self.settings.ema_start)
+        decay = self.schedules.ema_beta(self.iteration)
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         # BatchNorm statistics are not averaged: the EMA generator uses G's current ones.
@@ -293,17 +297,20 @@ class GANSystem(L.LightningModule):
     # --- optimizers and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         opts = [self.g_optimizer(self.G.parameters()), self.d_optimizer(self.D.parameters())]
-        if self.settings.lr_decay == "none":
+        world = 1 if self._trainer is None else self.trainer.world_size
+        self.schedules = Schedules.of(self.settings, world)  # optim.decay_images counts them all
+        if self.schedules.lr is None:
             return opts
         # Stepped by hand once per GAN iteration (manual optimization); Lightning saves and
         # restores their state with the checkpoint.
-        factor = linear_decay(self.settings.decay_start, self.max_iters)
-        return opts, [LambdaLR(opt, factor) for opt in opts]
+        return opts, [LambdaLR(opt, self.schedules.lr) for opt in opts]
 
     def _step_lr_decay(self) -> None:
-        if self.settings.lr_decay != "none":
+        """The lrs and Adam's beta2 for the next iteration (ganforge.schedules)."""
+        if self.schedules.lr is not None:
             for scheduler in self.lr_schedulers():
                 scheduler.step()
+        self.schedules.set_beta2(self.trainer.optimizers, self.iteration)
 
     def configure_model(self) -> None:
         compile_system(self)  # system.compile: in place, so checkpoints keep eager's keys
@@ -342,15 +349,6 @@ class GANSystem(L.LightningModule):
         self._pending_rng = state.rng
 
 
-def linear_decay(start: int, end: int) -> Callable[[int], float]:
-    """LR factor after `it` iterations: 1 until `start`, then linearly down to 0 at `end`."""
-
-    def factor(it: int) -> float:
-        return 1.0 - max(0, it - start) / (end - start)
-
-    return factor
-
-
 def _check_discriminator_conditional(discriminator: nn.Module, conditional: str) -> None:
     built_as = discriminator.conditional  # check_discriminator made sure it is there
     if built_as != conditional:
@@ -358,13 +356,3 @@ def _check_discriminator_conditional(discriminator: nn.Module, conditional: str)
             f"system.conditional={conditional} but the discriminator was built with "
             f"conditional={built_as}; set both from model.conditional"
         )
-
-
-def ema_decay_at(decay: float, iteration: int, start: int) -> float:
-    """EMA decay after G update `iteration`: 0 (a plain copy) up to `start`, then warmed up as
-    min(decay, (1 + n) / (10 + n)) for n updates since start, so the average of a short run is not
-    dominated by the random initial weights (0.999 ** 1000 still leaves them 37 % of the mix)."""
-    if iteration <= start:
-        return 0.0
-    n = iteration - start
-    return min(decay, (1 + n) / (10 + n))
