@@ -146,9 +146,7 @@ def report(opts: Options) -> Report:
     skipped = [r for r in runs if stopped_before_training(r)]
     runs = [r for r in runs if r not in skipped]
     for run in skipped:
-        log.warning(
-            "skipped %s: it stopped before training (%s), so it is no run", run.path, run.error
-        )
+        log.warning("skipped %s: it stopped before training (%s), not a run", run.path, run.error)
     if not runs:
         raise DataError(
             f"no runs under {' '.join(str(p) for p in opts.paths)}: the {len(skipped)} run "
