@@ -128,7 +128,14 @@ HYDRA_LEVEL = [
         "optim.lr is not a setting; did you mean optim.lr_g or optim.lr_d?",
     ),
     ("train", ["model=mlp", "model.hiden=64"], "did you mean model.hidden?"),
-    ("train", ["model.hiden=64"], "model.hiden is not a setting; model=dcgan has name, z_dim"),
+    # A key of another option of the group: that option named.
+    (
+        "train",
+        ["model.hiden=64"],
+        "model.hiden is not a setting of model=dcgan; model=mlp has model.hidden: add model=mlp",
+    ),
+    ("train", ["optim.momentum=0.5"], "optim=sgd has optim.momentum: add optim=sgd"),
+    ("train", ["model.foo=1"], "model.foo is not a setting; model=dcgan has name, z_dim"),
     ("train", ["modle.hidden=64"], "modle.hidden: modle is not a setting; did you mean model?"),
     (
         "train",

@@ -249,6 +249,19 @@ def _check_key(cfg: DictConfig, override: Override, loader: ConfigLoaderImpl) ->
         ".".join(parts[: i + 1]) for i in range(len(parts)) if not _node(cfg, parts[: i + 1])[1]
     )
     near, holds = _suggest(cfg, absent, loader, siblings_only=absent != key)
+    # Another option of the group has this very key (model.hidden is mlp's, not dcgan's), or,
+    # when nothing here is close, a near-twin of it.
+    other = _other_option(cfg, loader, absent, exact=True) if absent == key else None
+    if absent == key and not other and not near:
+        other = _other_option(cfg, loader, absent, exact=False)
+    if other:
+        option, real = other
+        group = option.split("=")[0]
+        add = "one of them" if " (also " in option else option
+        raise ConfigError(
+            f"{key} is not a setting of {group}={_choice(cfg, group)}; {option} has {real}: "
+            f"add {add} (or pick another key)"
+        )
     if near:
         rest = key[len(absent) :]
         # `modle.hidden` -> model.hidden when that exists, else just `model`.
@@ -260,6 +273,40 @@ def _check_key(cfg: DictConfig, override: Override, loader: ConfigLoaderImpl) ->
         )
     what = key if absent == key else f"{key}: {absent}"
     raise ConfigError(f"{what} is not a setting; {hint}")
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    return str((cfg.hydra.runtime.choices or {}).get(group))
+
+
+def _other_option(
+    cfg: DictConfig, loader: ConfigLoaderImpl, key: str, exact: bool
+) -> tuple[str, str] | None:
+    """(`model=mlp`, `model.hidden`) when `key` (`model.hiden`) is not under the chosen option
+    of its config group but is, or nearly is, under another one (each option's own file read)."""
+    group, _, leaf = key.rpartition(".")
+    if "." in group or "hydra" not in cfg:
+        return None
+    chosen = (cfg.hydra.runtime.choices or {}).get(group)
+    if chosen is None or not loader.repository.group_exists(group):
+        return None
+    found: dict[str, list[str]] = {}  # the key found -> the options that have it
+    for option in loader.get_group_options(group, results_filter=ObjectType.CONFIG):
+        if option == chosen:
+            continue
+        try:
+            result = loader.repository.load_config(f"{group}/{option}")
+        except (HydraException, OmegaConfBaseException, OSError):
+            continue
+        keys = [str(k) for k in result.config] if result is not None else []
+        near = difflib.get_close_matches(leaf, keys, n=1, cutoff=1.0 if exact else TWIN_CUTOFF)
+        if near:
+            found.setdefault(near[0], []).append(option)
+    if not found:
+        return None
+    real, options = next(iter(found.items()))
+    also = f" (also {', '.join(options[1:])})" if len(options) > 1 else ""
+    return f"{group}={options[0]}{also}", f"{group}.{real}"
 
 
 def _suggest(
@@ -280,6 +327,8 @@ def _suggest(
     near = near or difflib.get_close_matches(leaf, siblings, n=2, cutoff=SUGGEST_CUTOFF)
     if near:
         return [f"{prefix}.{x}" if prefix else x for x in near], ""
+    # Not an ancestor of the key itself (`model` for `model.foo`): that one exists already.
+    keys = [k for k in keys if not key.startswith(k + ".")]
     near = [] if siblings_only else difflib.get_close_matches(key, keys, 2, SUGGEST_CUTOFF)
     if near or not siblings or len(siblings) > 16:
         return near, ""
