@@ -7,6 +7,7 @@
     python scripts/benchmark.py --only evaluation              # a repeated evaluation's time
     python scripts/benchmark.py --only compile                 # system.compile against (a)'s loops
     python scripts/benchmark.py --only modes                   # Stacked-MNIST mode metric's time
+    python scripts/benchmark.py --only r3gan                   # RpGAN + R1 + R2, lazy k = 8
 
 Every side runs with the same torch thread count, `--threads` (default 1: on a shared machine two
 OpenMP threads wait for each other whenever another process holds a core, which made a 2-D MLP
@@ -50,6 +51,13 @@ step 5x slower here and would measure the neighbours rather than ganforge).
 (h) The Stacked-MNIST mode metric's time to score 26,000 samples (VEEGAN/PacGAN's N; real stacked
     digits as the samples, the digit classifier already cached): every channel classified, triples
     counted. Target: under 30 s on one core (`--threads 1`).
+(i) R3GAN's step (loss=rpgan, R1 + R2 with gamma 0.05 every step) on a small model=r3gan at 28 px
+    (MNIST-5k, see R3GAN_OVERRIDES): iterations/s of `train(cfg)` against a hand-written loop
+    doing the same work as the authors write it (brownvc/R3GAN R3GAN/Trainer.py:28-44: the
+    penalties' gradients taken through the same D forward as the loss; G's step reads D on the
+    D step's reals, as ganforge does), and the measured cost of the penalties (ganforge with
+    system.r1_gamma=system.r2_gamma=0) and of lazy k = 8 (system.r1_interval=r2_interval=8;
+    timed iterations a multiple of 8). Target: ganforge >= 0.95x the hand loop.
 
 Every figure is the median over `--repeats` runs in one process, interleaved (ganforge, hand,
 hand, ganforge, ...) so that load from other processes hits both sides alike; ratios are medians
@@ -91,7 +99,7 @@ from ganforge.metrics.weights import resolve_weights
 from ganforge.system import ema_decay_at
 from ganforge.train import build, config_dir, train
 
-PARTS = ("train", "inception", "grid", "gpu", "health", "evaluation", "compile", "modes")
+PARTS = ("train", "inception", "grid", "gpu", "health", "evaluation", "compile", "modes", "r3gan")
 TRAIN_CASES = {  # name -> (overrides, target ratio)
     "DCGAN-28, batch 64": (["data=mnist5k", "model=dcgan", "data.batch_size=64"], 0.95),
     "2-D MLP, batch 100": (["data=toy_ring", "model=mlp", "data.batch_size=100"], 0.80),
@@ -773,6 +781,108 @@ def bench_modes(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     }
 
 
+# --- (i) R3GAN: RpGAN + R1 + R2 -------------------------------------------------------------------
+R3GAN_OVERRIDES = [
+    "data=mnist5k",
+    "model=r3gan",
+    "model.width=16",
+    "model.blocks=1",
+    "loss=rpgan",
+    "system.r1_gamma=0.05",
+    "system.r2_gamma=0.05",
+    "data.batch_size=32",
+]
+R3GAN_TARGET = 0.95
+
+
+def r3gan_hand_rate(overrides: list[str], iters: int, warmup: int) -> float:
+    """The R3GAN step written by hand the authors' way: the penalties' input gradients taken
+    through the loss's own D forward (R3GAN/Trainer.py:28-42), G's step on fresh z reading D on
+    the D step's reals, the EMA and the read-back as in hand_rate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_cfg(overrides, Path(tmp))
+    data = build(cfg.data)
+    data.setup()
+    x = to_float(data.split("train")[0])
+    torch.manual_seed(cfg.seed)
+    G, D = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    G_ema = copy.deepcopy(G).requires_grad_(False)
+    opt_g = instantiate(cfg.optim.generator)(G.parameters())
+    opt_d = instantiate(cfg.optim.discriminator)(D.parameters())
+    loss, gamma = GANLoss(cfg.loss.name), cfg.system.r1_gamma
+    batch, z_dim, log_every = cfg.data.batch_size, G.z_dim, cfg.train.log_every
+    perm, pos, stamps, logged = torch.randperm(len(x)), 0, [], {}
+
+    def grad_sq(out: Tensor, inp: Tensor) -> Tensor:
+        (grad,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
+        return grad.square().sum([1, 2, 3]).mean()
+
+    for it in range(1, warmup + iters + 1):
+        if pos + batch > len(x):
+            perm, pos = torch.randperm(len(x)), 0
+        real = x[perm[pos : pos + batch]].requires_grad_(True)
+        pos += batch
+        with torch.no_grad():
+            fake = G(torch.randn(batch, z_dim))
+        fake.requires_grad_(True)
+        d_real, d_fake = D(real), D(fake)
+        penalty = gamma / 2 * (grad_sq(d_real, real) + grad_sq(d_fake, fake))
+        d_loss = loss.discriminator(d_real, d_fake) + penalty
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        g_fake = D(G(torch.randn(batch, z_dim)))
+        g_loss = loss.generator(g_fake, D(real.detach()))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        with torch.no_grad():
+            w = 1.0 - ema_decay_at(cfg.system.ema_decay, it, cfg.system.ema_start)
+            torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), w)
+        if it % log_every == 0 or it == 1:
+            values = (d_loss, g_loss, loss.d_output(d_real), loss.d_output(d_fake))
+            logged = {k: float(v.detach()) for k, v in zip("dgrf", values, strict=True)}
+        stamps.append(time.perf_counter())
+    assert logged
+    return rate(stamps, warmup)
+
+
+def bench_r3gan(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    iters = max(8, args.r3gan_iters // 8 * 8)  # whole lazy periods
+    warmup = max(8, args.warmup // 8 * 8)
+    log(f"(i) R3GAN: {iters} iterations after {warmup} warm-up, x{args.repeats}")
+    o = R3GAN_OVERRIDES
+    no_pen = [*o, "system.r1_gamma=0", "system.r2_gamma=0"]
+    lazy = [*o, "system.r1_interval=8", "system.r2_interval=8"]
+    runs = interleaved(
+        {
+            "ganforge": lambda: ganforge_rate(o, iters, warmup),
+            "hand": lambda: r3gan_hand_rate(o, iters, warmup),
+            "ganforge, no penalties": lambda: ganforge_rate(no_pen, iters, warmup),
+            "ganforge, lazy k=8": lambda: ganforge_rate(lazy, iters, warmup),
+        },
+        args.repeats,
+        log,
+    )
+
+    def ratio(a: str, b: str) -> float:
+        return median(x / y for x, y in zip(runs[a], runs[b], strict=True))
+
+    return {
+        "overrides": o,
+        "it_s": runs,
+        "median": {side: median(v) for side, v in runs.items()},
+        "ratio": ratio("ganforge", "hand"),
+        # Share of an every-step iteration's time spent on R1 + R2, and lazy k=8's speed-up.
+        "penalty_share": 1 - ratio("ganforge", "ganforge, no penalties"),
+        "lazy_speedup": ratio("ganforge, lazy k=8", "ganforge"),
+        "target": R3GAN_TARGET,
+        "met": ratio("ganforge", "hand") >= R3GAN_TARGET,
+    }
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -869,6 +979,19 @@ def table(results: dict[str, Any]) -> str:
             f"{100 * r['classifier_accuracy']:.1f} %) | | | < {r['target_s']:.0f} "
             f"| {yes(r['met'])} |"
         )
+    if "r3gan" in results:
+        r = results["r3gan"]
+        m = r["median"]
+        rows.append(
+            f"| (i) R3GAN step (RpGAN + R1 + R2, r3gan width 16, batch 32), it/s | "
+            f"{m['ganforge']:.2f} | {m['hand']:.2f} (hand loop, the authors' shared forward) | "
+            f"{r['ratio']:.2f} | ≥ {r['target']:.2f} | {yes(r['met'])} |"
+        )
+        rows.append(
+            f"| (i) R3GAN: without penalties; lazy k=8, it/s | {m['ganforge, no penalties']:.2f}; "
+            f"{m['ganforge, lazy k=8']:.2f} | penalties {100 * r['penalty_share']:.0f} % of "
+            f"a step | lazy k=8 {r['lazy_speedup']:.2f}x | | |"
+        )
     return "\n".join(rows)
 
 
@@ -902,6 +1025,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-folder-reference", type=int, default=None, help="(f): real images (default all)"
     )
     p.add_argument("--eval-samples", type=int, default=50, help="(f): generated samples")
+    p.add_argument("--r3gan-iters", type=int, default=16, help="(i): timed (multiple of 8)")
     p.add_argument("--out", type=Path, default=Path("benchmark.json"))
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -963,6 +1087,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["compile"] = bench_compile(args, log)
     if "modes" in args.parts:
         results["modes"] = bench_modes(args, log)
+    if "r3gan" in args.parts:
+        results["r3gan"] = bench_r3gan(args, log)
     results["load_average_end"] = os.getloadavg()
     results["total_s"] = time.perf_counter() - start
     results["table"] = table(results)
