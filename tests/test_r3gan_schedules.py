@@ -74,6 +74,13 @@ def test_without_schedules_nothing_changes() -> None:
     assert sched.logged(3, opts) == {}
 
 
+def test_the_checkpoint_keeps_no_copy_of_the_lr_schedule() -> None:
+    # The config owns the schedule: a resumed run with another span follows it in every value.
+    lr = Schedules.of(Settings(max_iters=10, lr_decay="cosine")).lr
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    assert torch.optim.lr_scheduler.LambdaLR(opt, lr).state_dict()["lr_lambdas"] == [None]
+
+
 # --- in a run ------------------------------------------------------------------------------------
 def test_a_run_applies_and_logs_every_schedule() -> None:
     opt = functools.partial(torch.optim.Adam, lr=2e-4, betas=(0.0, 0.9))

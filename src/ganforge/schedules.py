@@ -91,7 +91,7 @@ class Schedules:
         if s.lr_decay == "linear":
             lr = linear_decay(s.decay_start, s.max_iters)
         elif s.lr_decay == "cosine":
-            lr = Cosine(1.0, s.decay_to, span)
+            lr = _plain(Cosine(1.0, s.decay_to, span))
         penalty = None if s.penalty_to is None else Cosine(1.0, s.penalty_to, span)
         ema = None if s.ema_half_life is None else Cosine(0.0, s.ema_half_life, span)
         return cls(lr, s.beta2_to, penalty, ema, span, per_iteration, s)
@@ -147,6 +147,15 @@ class Schedules:
         if self.ema_half_life is not None and self.settings.ema_decay is not None:
             values["train/ema_beta"] = self.ema_beta(iteration)
         return values
+
+
+def _plain(schedule: Cosine) -> Callable[[int], float]:
+    # A plain function: LambdaLR saves a callable object's fields in the checkpoint and restores
+    # them over the config's, so a resumed run's lrs would follow the old span and the rest the new.
+    def factor(iteration: int) -> float:
+        return schedule(iteration)
+
+    return factor
 
 
 def _span(s: Settings, per_iteration: int) -> float | None:
