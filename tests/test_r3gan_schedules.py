@@ -14,7 +14,7 @@ import torch
 from conftest import compose_train, quiet_trainer, toy_system
 from ganforge.errors import ConfigError
 from ganforge.reproduce import Options, compose_variants
-from ganforge.schedules import Cosine, Schedules
+from ganforge.schedules import Cosine, Schedules, tied_to_run_length
 from ganforge.settings import Settings
 from ganforge.train import train
 
@@ -79,6 +79,20 @@ def test_the_checkpoint_keeps_no_copy_of_the_lr_schedule() -> None:
     lr = Schedules.of(Settings(max_iters=10, lr_decay="cosine")).lr
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     assert torch.optim.lr_scheduler.LambdaLR(opt, lr).state_dict()["lr_lambdas"] == [None]
+
+
+def test_which_schedules_follow_the_run_length(tmp_path: Path) -> None:
+    # ganforge-reproduce's extend=true needs this: a shorter run took other values.
+    assert tied_to_run_length(Settings(max_iters=10, lr_decay="linear")) == ["optim.decay=linear"]
+    stacked = compose_train(tmp_path, "experiment=r3gan_stacked_mnist").system
+    assert tied_to_run_length(stacked) == [
+        "optim.decay=cosine",
+        "optim.beta2_to",
+        "system.penalty_to",
+        "system.ema_half_life",
+    ]
+    assert tied_to_run_length(compose_train(tmp_path, "experiment=r3gan_cifar10").system) == []
+    assert tied_to_run_length(Settings(max_iters=10)) == []
 
 
 # --- in a run ------------------------------------------------------------------------------------

@@ -166,6 +166,18 @@ def _span(s: Settings, per_iteration: int) -> float | None:
     return None if s.max_iters is None else float(s.max_iters)
 
 
+def tied_to_run_length(s: Settings | Any) -> list[str]:
+    """The keys whose schedule ends at train.max_iters (so a shorter run took other values), of
+    Settings or of a composed config's `system` node (the same fields)."""
+    keys = ["optim.decay=linear"] if s.lr_decay == "linear" else []
+    if s.decay_iters is None and s.decay_images is None:
+        keys += ["optim.decay=cosine"] * (s.lr_decay == "cosine")
+        optional = {"optim.beta2_to": s.beta2_to, "system.penalty_to": s.penalty_to}
+        optional["system.ema_half_life"] = s.ema_half_life
+        keys += [key for key, value in optional.items() if value is not None]
+    return keys
+
+
 def check_schedules(s: Settings) -> None:
     """Settings' checks of the schedule keys: each bad value one ConfigError naming its key."""
     if s.lr_decay not in DECAYS:
