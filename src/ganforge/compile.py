@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from ganforge.errors import ConfigError
 
@@ -116,14 +118,31 @@ def compile_system(system: Any) -> None:
     mode = check_mode(s.compile)
     if mode is None:
         return
-    for net in (system.G, system.D):
-        net.compile(mode=mode, dynamic=s.compile_dynamic)
     eager = ["the EMA generator (it only samples)"]
+    compiled = []
+    for name, net in (("G", system.G), ("D", system.D)):
+        if _parametrized(net):
+            eager.append(f"{name} ({PARAMETRIZED})")
+            continue
+        net.compile(mode=mode, dynamic=s.compile_dynamic)
+        compiled.append(name)
     penalties = [name for name, w in (("gradient penalty", s.gp_weight), ("R1", s.r1_gamma)) if w]
-    if penalties:
+    if penalties and "D" in compiled:
         eager.append(f"D in the {' and '.join(penalties)} (double backward is not compilable)")
-    log.info("torch.compile (mode=%s): G and D; eager: %s", mode, "; ".join(eager))
+    what = " and ".join(compiled) or "nothing"
+    log.info("torch.compile (mode=%s): %s; eager: %s", mode, what, "; ".join(eager))
     system.compile_report.start()
+
+
+# Spectral norm's power iteration updates its u, v buffers in place at every training call; a
+# compiled graph saves them for the backward, so D(fake) after D(real) would invalidate D(real)'s
+# backward (eager clones them). Such a network stays eager.
+PARAMETRIZED = "parametrized weights, e.g. spectral norm: its in-place power iteration breaks "
+PARAMETRIZED += "a compiled backward when the network is called twice before it"
+
+
+def _parametrized(net: nn.Module) -> bool:
+    return any(parametrize.is_parametrized(m) for m in net.modules())
 
 
 @contextlib.contextmanager
