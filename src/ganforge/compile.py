@@ -126,7 +126,8 @@ def compile_system(system: Any) -> None:
             continue
         net.compile(mode=mode, dynamic=s.compile_dynamic)
         compiled.append(name)
-    penalties = [name for name, w in (("gradient penalty", s.gp_weight), ("R1", s.r1_gamma)) if w]
+    weights = {"gradient penalty": s.gp_weight, "R1": s.r1_gamma, "R2": s.r2_gamma}
+    penalties = [name for name, weight in weights.items() if weight]
     if penalties and "D" in compiled:
         eager.append(f"D in the {' and '.join(penalties)} (double backward is not compilable)")
     what = " and ".join(compiled) or "nothing"
