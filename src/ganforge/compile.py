@@ -4,17 +4,19 @@
 state-dict keys) as it was, so a compiled run's checkpoint is an eager run's checkpoint: no
 `_orig_mod.` prefix, and it resumes, samples and evaluates with or without compile.
 
-What is compiled, and what stays eager:
+What is compiled, and what stays eager (the run's first log line names each):
 - G's and D's forwards (and so their backwards): every training update.
-- D inside the penalties (gradient penalty, R1) stays eager: they backpropagate through a gradient
-  (create_graph=True), and AOTAutograd's compiled graphs do not support double backward.
+- D inside the penalties (gradient penalty, R1, R2) stays eager: they backpropagate through a
+  gradient (create_graph=True), and AOTAutograd's compiled graphs do not support double backward.
+- A network with parametrized weights (spectral norm) stays eager (see PARAMETRIZED).
 - The EMA generator stays eager: it only samples, every few hundred iterations.
 
-Guards, not recompiles: D's parameters switch requires_grad between D's and G's update, G runs
-under no_grad for D's update, the health probe and the evaluation use other batch sizes and eval
-mode. Each is one more graph, compiled once; a batch size seen twice becomes a dynamic dimension
-(`system.compile_dynamic=null`, torch's automatic dynamic shapes). `CompileStats` counts them and
-the run logs the totals once, at the end of fit.
+Guards, not recompiles: G runs with and without grad, D sees real data and then fakes that require
+grad, the health probe and the evaluation run under no_grad, in eval mode, at other batch sizes.
+Each is one more graph, compiled once; a batch size seen twice becomes a dynamic dimension
+(`system.compile_dynamic=null`, torch's automatic dynamic shapes). `CompileReport` counts them
+and the run logs the totals once, at the end of fit, with dynamo's reason for each recompile.
+Whether compiling pays, and where the time goes when it does not: README, Benchmarks (g).
 """
 
 from __future__ import annotations
