@@ -483,7 +483,10 @@ def logged_metrics(
             for key, value in row.items():
                 if key and key.startswith("val/") and value not in ("", None):
                     last[key], step[key] = float(value), int(float(row.get("step") or -1))
-    evaluation = OmegaConf.select(cfg, "callbacks.evaluation.evaluator.n_samples")
+    # The last logged values are the end-of-training evaluation's, which may use its own count.
+    evaluation = OmegaConf.select(cfg, "callbacks.evaluation.final_n_samples") or OmegaConf.select(
+        cfg, "callbacks.evaluation.evaluator.n_samples"
+    )
     steps = sorted(set(step.values()))
     note = f"last periodic evaluation (iteration {', '.join(map(str, steps)) or 'none'})"
     return last, dict.fromkeys(last, evaluation), note

@@ -71,7 +71,7 @@ class GANSystem(L.LightningModule):
         self.schedules = Schedules.of(s)  # rebuilt for the world size in configure_optimizers
         # Plain values only (modules and factories pickled into the checkpoint would break
         # weights_only loading); the record describes the networks instead.
-        self.save_hyperparameters({**dataclasses.asdict(s), "meta": meta})
+        self.save_hyperparameters({**dataclasses.asdict(s), "meta": meta}, logger=False)
         self.automatic_optimization = False
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer

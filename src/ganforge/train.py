@@ -33,6 +33,7 @@ from ganforge.callbacks.progress import IterationProgress
 from ganforge.cli import record_job, report_user_errors, run_hydra_main
 from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError
 from ganforge.metrics.fetch_inception import ensure_weights
+from ganforge.metrics.registry import INCEPTION
 from ganforge.models.protocols import check_models
 from ganforge.preflight import (
     check_ckpt_path,
@@ -104,9 +105,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    # The config is logged once, whole; Lightning would add the system's hyperparameters flat
-    # beside it (W&B showed every system.* setting twice). They stay in the checkpoint.
-    system._log_hyperparams = False
+    # The config is logged once, whole (GANSystem keeps its hyperparameters out of the loggers:
+    # W&B showed every system.* setting twice); they stay in the checkpoint.
     loggers_.log_config(trainer.loggers, cfg)
     try:
         # weights_only=True said explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the user's
@@ -160,11 +160,12 @@ def _check_pack(batch_size: int, pack: int) -> None:
 def prepare_evaluation(callbacks: list[Any], datamodule: Any) -> None:
     """Build (or check) the FID Inception weights now, before iteration 1, when a periodic
     evaluation will need them, so a cold machine does not fail at the first evaluation after
-    minutes of training. 2-D data is scored by mode coverage and needs no weights."""
-    if not getattr(datamodule, "is_image", False):
-        return
+    minutes of training. Only Inception metrics need them: 2-D mode coverage and Stacked MNIST's
+    digit classifier do not (the registry says what each metric needs)."""
     for callback in callbacks:
-        if isinstance(callback, PeriodicEvaluation) and callback.evaluator.names:
+        if isinstance(callback, PeriodicEvaluation) and INCEPTION in callback.evaluator.needs(
+            datamodule
+        ):
             ensure_weights(callback.evaluator.inception_weights)
 
 

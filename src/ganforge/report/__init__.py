@@ -58,7 +58,7 @@ their config_resolved.yaml or .hydra/overrides.yaml).
                      else val/fid, val/reverse_kl or val/kid, whichever was logged)
   group_by=K1,K2     settings that define a group (default: every differing setting but seed)
   direction=D        minimize | maximize (default: objective_direction for the runs' objective,
-                     else maximize for precision/recall/modes_captured/high_quality, else minimize)
+                     else the metric registry's direction (metrics/registry.py), else minimize)
   rank_by=final|best rank groups by their runs' final (default) or best value
   stale_after=SEC    an unfinished run silent this long counts as stopped, not running (600)
 """
