@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 
 from ganforge.errors import GanforgeError
 from ganforge.health.rules import STATES, Event
+from ganforge.metrics.files import atomic_write_bytes
 
 log = logging.getLogger("ganforge")
 
@@ -96,10 +96,8 @@ def alert(loggers: list[Logger], event: Event) -> None:
 def write_json(path: Path, episodes: list[dict[str, Any]]) -> None:
     """`health.json`: every episode, rewritten (atomically) at each change and at the end, so a
     run that crashes still leaves what was seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(episodes, indent=2, default=_json_float) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(episodes, indent=2, default=_json_float) + "\n"
+    atomic_write_bytes(path, text.encode())
 
 
 def _json_float(value: Any) -> Any:
