@@ -20,7 +20,8 @@ import torch
 from conftest import compose_train, quiet_trainer, toy_system
 from ganforge import checkpoint
 from ganforge.callbacks.checkpoint import IterationCheckpoint, describe_after_divergence
-from ganforge.errors import NonFiniteLossError
+from ganforge.errors import NonFiniteLossError, NonFiniteWeightsError
+from ganforge.nan_guard import NAN_REMEDIES
 from ganforge.rng import get_rng_states, set_rng_states
 from ganforge.train import train
 
@@ -274,3 +275,20 @@ def test_rng_states_saved_on_a_gpu_machine_restore_on_a_cpu_one() -> None:
     cpu = torch.rand(3)
     set_rng_states(states)
     assert torch.equal(torch.rand(3), cpu)
+
+
+def test_non_finite_weights_are_not_saved_and_the_message_gives_the_remedies(
+    tmp_path: Path,
+) -> None:
+    system, _ = toy_system(max_iters=1)
+    with torch.no_grad():
+        next(system.parameters()).fill_(float("nan"))
+    cb = IterationCheckpoint(str(tmp_path), every_n_iters=1)
+    with pytest.raises(NonFiniteWeightsError) as raised:
+        cb.save(None, system, tmp_path / "iter_0000001.ckpt")  # refuses before touching trainer
+    assert isinstance(raised.value, FloatingPointError)
+    assert str(raised.value) == (
+        f"weights became non-finite at iteration 0; not saving them over {cb.last_path}. "
+        f"{NAN_REMEDIES}"
+    )
+    assert list(tmp_path.iterdir()) == []

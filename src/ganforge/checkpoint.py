@@ -42,6 +42,7 @@ from torch.nn.modules.module import (
 )
 
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.models import protocols
 
 RECORD_KEY = "ganforge"  # Lightning's checkpoint dict holds ganforge's record under this key
 # GANSystem's attribute names, hence the state-dict prefixes of its networks.
@@ -246,8 +247,7 @@ def check_resume(
 def describe_network(module: nn.Module) -> dict[str, Any]:
     """A network as the record stores it: its class path and constructor arguments (kept by
     `models.layers.records_init_args`), enough for `load` to rebuild it without any config."""
-    cls = type(module)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(module.init_args)}
+    return {"class": protocols.class_path(module), "init_args": dict(module.init_args)}
 
 
 def load_checkpoint(path: str | Path, allowed_classes: Iterable[str] = ()) -> dict[str, Any]:

@@ -25,6 +25,10 @@ class NonFiniteLossError(GanforgeError, FloatingPointError):
     """A loss became NaN or inf; the update was not applied, so the weights are the last good."""
 
 
+class NonFiniteWeightsError(GanforgeError, FloatingPointError):
+    """The networks' weights hold NaN or inf; saving them would overwrite a good checkpoint."""
+
+
 # The checks take the full key (`data.batch_size`) so the message names what the user typed.
 
 

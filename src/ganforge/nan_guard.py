@@ -17,7 +17,8 @@ from torch import Tensor
 from ganforge.errors import ConfigError, NonFiniteLossError, check_int
 
 NAN_POLICIES = ("stop", "skip")
-# What to try after a non-finite loss (train.py adds what the checkpoints hold).
+# What to try after a non-finite loss or non-finite weights (also the message of
+# callbacks/checkpoint.py's refusal to save them; train.py adds what the checkpoints hold).
 NAN_REMEDIES = (
     "Lower optim.lr_d/optim.lr_g, add a penalty (loss=wgan_gp or system.r1_gamma), or set "
     "system.grad_clip_d/grad_clip_g"

@@ -23,15 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganforge import checkpoint
 from ganforge import loggers as loggers_
-from ganforge.callbacks.checkpoint import (
-    IterationCheckpoint,
-    NonFiniteWeightsError,
-    describe_after_divergence,
-)
+from ganforge.callbacks.checkpoint import IterationCheckpoint, describe_after_divergence
 from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.progress import IterationProgress
 from ganforge.cli import record_job, report_user_errors, run_hydra_main
-from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError
+from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError, NonFiniteWeightsError
 from ganforge.metrics.fetch_inception import ensure_weights
 from ganforge.metrics.registry import INCEPTION
 from ganforge.models.protocols import check_models

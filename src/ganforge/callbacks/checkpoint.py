@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from ganforge import checkpoint
-from ganforge.errors import CheckpointError, GanforgeError, check_int
+from ganforge.errors import CheckpointError, NonFiniteWeightsError, check_int
+from ganforge.nan_guard import NAN_REMEDIES
 
 log = logging.getLogger("ganforge")
 
@@ -26,10 +27,6 @@ DIVERGED_WEIGHT = 100.0
 
 # SIGTERM: what schedulers and `kill` send; SIGUSR1: SLURM's early warning (`--signal=USR1@90`).
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
-class NonFiniteWeightsError(GanforgeError, FloatingPointError):
-    """The networks' weights hold NaN or inf; saving them would overwrite a good checkpoint."""
 
 
 class IterationCheckpoint(L.Callback):
@@ -111,8 +108,7 @@ class IterationCheckpoint(L.Callback):
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             raise NonFiniteWeightsError(
                 f"weights became non-finite at iteration {pl_module.iteration}; not saving them "
-                f"over {self.last_path}. Lower optim.lr_d/optim.lr_g, add a penalty "
-                "(loss=wgan_gp or system.r1_gamma) or set system.grad_clip_d/grad_clip_g"
+                f"over {self.last_path}. {NAN_REMEDIES}"
             )
         targets = [path] if path is not None else []
         if self.save_last:

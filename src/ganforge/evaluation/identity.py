@@ -28,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 
+from ganforge.models.protocols import class_path
+
 # How the training loader batches and augments: never which images a split holds.
 LOADER_KEYS = frozenset({"batch_size", "batches_per_step", "num_workers", "drop_last", "flip"})
 # Also not the images: the training order, permission to download, the label for logs.
@@ -82,8 +84,7 @@ def data_identity(datamodule: L.LightningDataModule) -> dict[str, Any] | None:
     args = data_arguments(datamodule)
     if args is None:
         return None
-    cls = type(datamodule)
-    identity: dict[str, Any] = {"data_class": f"{cls.__module__}.{cls.__qualname__}", **args}
+    identity: dict[str, Any] = {"data_class": class_path(datamodule), **args}
     if isinstance(datamodule, ListsFiles):
         files = datamodule.files()
         identity["files"] = len(files)

@@ -64,6 +64,9 @@ def is_image(generator: Generator) -> bool:
 
 
 def class_path(module: object) -> str:
+    """`module`'s class as `package.module.Class`: the one spelling, shared by messages, the
+    checkpoint record's `class` and the reference cache's `data_class` (a stored key, so a
+    change here would orphan saved checkpoints and caches)."""
     cls = type(module)
     return f"{cls.__module__}.{cls.__qualname__}"
 
