@@ -134,9 +134,36 @@ def test_a_long_evaluation_logs_progress_with_an_estimate(monkeypatch, caplog) -
     with caplog.at_level("INFO", logger="ganforge"):
         assert len(list(runner._with_progress(batches, 100))) == 10
     lines = [r.getMessage() for r in caplog.records]
-    # Quiet for the first 10 s, then every tenth, with the time left; not at the end.
-    assert lines[0] == "evaluation: 20/100 generated samples (12 s, about 48 s left)"
-    assert lines[-1].startswith("evaluation: 90/100") and len(lines) == 8
+    # The cost announced from the first batch, with the key that shrinks it; then quiet for the
+    # first 10 s, then every tenth, with the time left; not at the end.
+    assert lines[0] == "evaluation: 100 generated samples, about 60 s here"
+    assert lines[1] == "evaluation: 20/100 generated samples (12 s, about 48 s left)"
+    assert lines[-1].startswith("evaluation: 90/100") and len(lines) == 9
+
+
+def test_a_reference_miss_announces_its_cost_and_the_key_for_fewer(monkeypatch, caplog) -> None:
+    """5,000 real images at 6 s per 50: "about 10 min here", then metrics.reference_count."""
+    from ganforge.evaluation import runner
+
+    clock = iter(range(0, 10000, 6))
+    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+
+    class Data:
+        name = "mnist5k"
+
+        def real_samples(self, n, split, seed):
+            return torch.zeros(5000 if n is None else n, 1, 2, 2, dtype=torch.uint8)
+
+    evaluator = runner.Evaluator(extractor=object())  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="ganforge"):
+        batches = list(evaluator._real_batches(Data()))
+    assert len(batches) == 100 and batches[0].shape[0] == 50
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == (
+        "evaluation: 5,000 real mnist5k images through Inception for the reference statistics, "
+        "about 10 min here; metrics.reference_count=250 to use fewer"
+    )
+    assert "4500/5000 real mnist5k images" in lines[-1]
 
 
 def test_absurd_evaluation_settings_are_refused_up_front() -> None:

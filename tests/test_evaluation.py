@@ -263,3 +263,63 @@ def test_benchmark_times_a_repeated_evaluation(tmp_path: Path) -> None:
         assert len(results[case]["repeat_s"]) == 2 and results[case]["first_s"] > 0, case
     table = benchmark.table({"evaluation": results})
     assert "(f) repeated evaluation, image_folder, 4 PNGs" in table
+
+
+# ---------------------------------------------------------------- periodic evaluation's schedule
+
+
+def test_the_default_interval_gives_a_short_run_a_curve() -> None:
+    from ganforge.callbacks.evaluation import PeriodicEvaluation, default_interval
+
+    assert [default_interval(n) for n in (800, 300, 3, 4000, 20000, None)] == [
+        200,
+        75,
+        1,
+        1000,
+        1000,
+        1000,
+    ]
+
+    class Run:
+        max_iters = 800
+
+    class Trainer:
+        datamodule = None
+
+    net = FakeExtractor()
+    for given, expected in ((None, 200), (50, 50)):
+        callback = PeriodicEvaluation(Evaluator(extractor=net), every_n_iters=given)
+        callback.setup(Trainer(), Run(), "fit")  # type: ignore[arg-type]
+        assert callback.every_n_iters == expected
+
+
+def test_the_final_evaluation_reaches_the_console(tmp_path: Path, caplog) -> None:
+    """The 100 % line is not the last word: the final evaluation is announced and its val/*
+    logged, so a run never ends silently on its slowest phase."""
+    from ganforge.callbacks.evaluation import PeriodicEvaluation
+
+    logged: dict[str, float] = {}
+
+    class Run:
+        iteration, z_dim, device, G_ema = 40, 2, "cpu", None
+        G = object()
+
+        def generate(self, z, ema=True):
+            return z[:, :2] * 0.1
+
+        def log_iteration_metrics(self, metrics):
+            logged.update(metrics)
+
+    class Trainer:
+        datamodule = ToyRingDataModule(n_modes=4, n_samples=64, batch_size=8)
+        fast_dev_run = sanity_checking = False
+        is_global_zero = True
+
+    names = ["modes2d"]
+    callback = PeriodicEvaluation(Evaluator(names=names, n_samples=40, batch_size=20))
+    with caplog.at_level("INFO", logger="ganforge"):
+        callback.on_train_end(Trainer(), Run())  # type: ignore[arg-type]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "final evaluation of iteration 40: 40 samples"
+    assert lines[-1].startswith("final val/modes_captured ") and logged
+    assert all(key in lines[-1] for key in logged)

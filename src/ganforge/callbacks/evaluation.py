@@ -28,6 +28,18 @@ from ganforge.metrics import registry
 
 log = logging.getLogger("ganforge")
 
+# every_n_iters=null: an evaluation every 1,000 iterations, but at least POINTS_PER_RUN in a run
+# (plus the final one), so a short sweep's curves are curves, not a single dot.
+DEFAULT_EVERY = 1000
+POINTS_PER_RUN = 4
+
+
+def default_interval(max_iters: int | None) -> int:
+    """min(1000, max_iters // 4), at least 1; 1000 for a run without max_iters."""
+    if not max_iters:
+        return DEFAULT_EVERY
+    return max(1, min(DEFAULT_EVERY, max_iters // POINTS_PER_RUN))
+
 
 def is_better(value: float, best: float | None, direction: str) -> bool:
     """Strictly better than `best` (None: nothing yet) in `direction`; NaN never is."""
@@ -42,15 +54,17 @@ class PeriodicEvaluation(L.Callback):
     def __init__(
         self,
         evaluator: Evaluator,
-        every_n_iters: int = 1000,
+        every_n_iters: int | None = None,
         dirpath: str | None = None,
         ema: bool = True,
         final_n_samples: int | None = None,
     ) -> None:
-        """`final_n_samples`: samples for the evaluation at the end of training (None: the
-        evaluator's `n_samples`, as the periodic ones)."""
+        """`every_n_iters`: None follows the run's length (`default_interval`). `final_n_samples`:
+        samples for the evaluation at the end of training (None: the evaluator's `n_samples`, as
+        the periodic ones)."""
         key = "callbacks.evaluation"
-        check_int(f"{key}.every_n_iters", every_n_iters)
+        if every_n_iters is not None:
+            check_int(f"{key}.every_n_iters", every_n_iters)
         if final_n_samples is not None:
             check_int(f"{key}.final_n_samples", final_n_samples, minimum=2)
             if final_n_samples > MAX_SAMPLES:
@@ -58,7 +72,9 @@ class PeriodicEvaluation(L.Callback):
                     f"{key}.final_n_samples={final_n_samples} is more than {MAX_SAMPLES}; pick "
                     f"the protocol's count (e.g. 26000 for Stacked MNIST, 50000 for FID)"
                 )
-        self.evaluator, self.every_n_iters, self.ema = evaluator, every_n_iters, ema
+        self.evaluator, self.ema = evaluator, ema
+        self.every_n_iters = every_n_iters or DEFAULT_EVERY  # until setup knows the run's length
+        self._every_given = every_n_iters is not None
         self.final_n_samples = final_n_samples
         self.dirpath = Path(dirpath) if dirpath else None
         self.monitor: str | None = None  # `val/<primary>`, once the data is known
@@ -68,6 +84,8 @@ class PeriodicEvaluation(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
         # Before iteration 1: the metrics this data can be scored by (a ConfigError if none) and
         # what they need (the digit classifier is trained or read now, its accuracy checked).
+        if not self._every_given:
+            self.every_n_iters = default_interval(getattr(pl_module, "max_iters", None))
         datamodule = trainer.datamodule
         if datamodule is None:
             return
@@ -89,7 +107,16 @@ class PeriodicEvaluation(L.Callback):
         final = self.final_n_samples
         if final is not None and final != self.evaluator.n_samples:
             self._last_iter = -1  # scored again at the protocol's count even if just evaluated
-        self.run(trainer, pl_module, n_samples=final)
+        if self._last_iter != pl_module.iteration and trainer.is_global_zero:
+            # The progress bar's 100 % line is not the end: say what still runs, then its result.
+            log.info(
+                "final evaluation of iteration %d: %s samples",
+                pl_module.iteration,
+                f"{final or self.evaluator.n_samples:,}",
+            )
+        metrics = self.run(trainer, pl_module, n_samples=final)
+        if metrics:
+            log.info("final %s", "; ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     def run(self, trainer: L.Trainer, pl_module: Any, n_samples: int | None = None) -> dict:
         it = pl_module.iteration

@@ -230,6 +230,21 @@ class Evaluator:
         device = torch.device(device)
         n = n_samples or self.n_samples
         chosen = self.metrics_for(datamodule)
+        # Said before the slow parts (Inception's weights, the reference statistics) begin.
+        real = (
+            ""
+            if {m.needs for m in chosen} != {INCEPTION}
+            else (
+                f" against {'all' if self.reference_count is None else f'{self.reference_count:,}'}"
+                f" real images ({self.reference_split} split)"
+            )
+        )
+        log.info(
+            "evaluation: %s on %s generated samples%s",
+            ", ".join(m.name for m in chosen),
+            f"{n:,}",
+            real,
+        )
         out: dict[str, Any] = {}
         protocol: dict[str, Any] = {}
         for need in dict.fromkeys(m.needs for m in chosen):  # one pass over the samples per need
@@ -262,7 +277,8 @@ class Evaluator:
     ) -> dict[str, Any]:
         extractor = self.extractor(device)
         reference = self.reference(datamodule, extractor)
-        fake = _with_progress((to_uint8(x).cpu() for x in batches), n)
+        fewer = f"{self.key}.n_samples={max(2, n // 2)}"
+        fake = _with_progress((to_uint8(x).cpu() for x in batches), n, fewer=fewer)
         return evaluate(
             fake,
             reference,
@@ -287,7 +303,8 @@ class Evaluator:
         trained = self.classifier(datamodule)
         stats: dict[str, Any] = {}
         for entry in entries:
-            stats.update(entry.compute(_with_progress(batches(), n), datamodule, trained))
+            samples = _with_progress(batches(), n, fewer=f"{self.key}.n_samples={max(2, n // 2)}")
+            stats.update(entry.compute(samples, datamodule, trained))
         stats["protocol"] = {
             "num_fake": n,
             # Fewer samples than modes: not comparable with the papers' 26,000 (or anything).
@@ -323,9 +340,19 @@ class Evaluator:
             key["images_sha1"] = hashlib.sha1(real.contiguous().numpy().tobytes()).hexdigest()
         if self._reference is not None and self._reference[0] == full_key(key, extractor):
             return self._reference[1]
-        stats = reference_features(lambda: self._real(datamodule), key, extractor, self.cache_dir)
+        stats = reference_features(
+            lambda: self._real_batches(datamodule), key, extractor, self.cache_dir
+        )
         self._reference = (stats.key, stats)
         return stats
+
+    def _real_batches(self, datamodule: InMemoryDataModule) -> Iterator[Tensor]:
+        """A cache miss's real images in batches, with their cost announced (the whole split of
+        MNIST-5k is ~15 min on a CPU core) and the key that takes fewer."""
+        real = self._real(datamodule)
+        what = f"real {datamodule.name} images through Inception for the reference statistics"
+        fewer = f"{self.key}.reference_count={min(250, len(real) // 2)}"
+        return _with_progress(iter(real.split(self.batch_size)), len(real), what, fewer)
 
     def _real(self, datamodule: InMemoryDataModule) -> Tensor:
         return datamodule.real_samples(self.reference_count, self.reference_split, self.seed)
@@ -351,22 +378,38 @@ class Evaluator:
         return stats
 
 
-def _with_progress(batches: Iterator[Tensor], total: int) -> Iterator[Tensor]:
-    """The batches, logging every tenth of them with the time left once the evaluation has run
-    long enough to be worth watching (a short periodic evaluation stays quiet)."""
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _with_progress(
+    batches: Iterator[Tensor], total: int, what: str = "generated samples", fewer: str = ""
+) -> Iterator[Tensor]:
+    """The batches, timed: once the first is through, a phase that will take longer than
+    PROGRESS_AFTER_S is announced with its cost (estimated from that batch) and `fewer`, the
+    setting that shrinks it; then every tenth logs the time left. A short phase stays quiet."""
     start, done, mark = time.monotonic(), 0, 1
     for batch in batches:
         yield batch  # the consumer extracts this batch's features before asking for the next
-        done += batch.shape[0]
+        first, done = done == 0, done + batch.shape[0]
         elapsed = time.monotonic() - start
+        if first and done < total and elapsed * total / done >= PROGRESS_AFTER_S:
+            log.info(
+                "evaluation: %s %s, about %s here%s",
+                f"{total:,}",
+                what,
+                _duration(elapsed * total / done),
+                f"; {fewer} to use fewer" if fewer else "",
+            )
         if done * 10 >= mark * total:
             mark = done * 10 // total + 1
             if elapsed >= PROGRESS_AFTER_S and done < total:
                 left = elapsed * (total - done) / done
                 log.info(
-                    "evaluation: %d/%d generated samples (%.0f s, about %.0f s left)",
+                    "evaluation: %d/%d %s (%.0f s, about %.0f s left)",
                     done,
                     total,
+                    what,
                     elapsed,
                     left,
                 )
