@@ -80,6 +80,28 @@ def test_history_follows_the_logged_values_and_every_plot_reaches_the_loggers(
         assert blue_pixels(png(tmp_path / "plots" / name)) > 50, name  # something was drawn
 
 
+def test_d_outputs_are_probabilities_only_where_the_loss_says_so(tmp_path: Path) -> None:
+    """Hinge's D gives raw scores: logged and plotted as *_score, never under the probability
+    names; the default loss's D gives logits of probabilities: train/d_real, in [0, 1]."""
+    from ganforge.callbacks.progress import format_line
+    from ganforge.losses import GANLoss
+
+    for name, real, fake, other in [
+        ("hinge", "train/d_real_score", "train/d_fake_score", "train/d_real"),
+        ("non_saturating", "train/d_real", "train/d_fake", "train/d_real_score"),
+    ]:
+        system, dm = toy_system(loss=GANLoss(name), max_iters=3)
+        cb = TrainingPlots(str(tmp_path / name), n_snapshots=2, n_points=50)
+        quiet_trainer(callbacks=[cb]).fit(system, datamodule=dm)
+        logged = {k for k in cb.history if k.startswith("train/d_") and "loss" not in k}
+        assert {real, fake} <= logged and other not in logged
+        assert (tmp_path / name / "d_outputs.png").is_file()
+        line = format_line(3, 3, None, system.last_metrics)
+        assert f" {real.removeprefix('train/')} " in line
+        if name == "non_saturating":
+            assert all(0 <= v <= 1 for _, v in cb.history[real])
+
+
 def test_default_run_writes_plots_under_the_run_dir(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path, "debug=smoke", "data=toy_ring", "model=mlp", "model.hidden=16", "model.depth=1"

@@ -76,6 +76,7 @@ class GANSystem(L.LightningModule):
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.n_critic, self.max_iters, self.n_classes = s.n_critic, s.max_iters, s.n_classes
+        self._d_suffix = "" if self.loss.probabilistic else "_score"
         self.augment_policy = parse_policy(s.diffaugment)
         # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
         self.pack: int = discriminator.pack
@@ -200,8 +201,10 @@ class GANSystem(L.LightningModule):
                 # Of the last D update, like d_loss: d_adv, d_aux (ACGAN), gp, r1 (when applied).
                 **{key: term.detach() for key, term in d_terms.items()},
                 "train/g_loss": g_loss.detach(),
-                "train/d_real": self.loss.d_output(d_real),
-                "train/d_fake": self.loss.d_output(d_fake),
+                # Probabilities (a sigmoid of D's logit) only where the loss's record says D
+                # outputs one; raw scores otherwise, under their own names (README, metrics).
+                f"train/d_real{self._d_suffix}": self.loss.d_output(d_real),
+                f"train/d_fake{self._d_suffix}": self.loss.d_output(d_fake),
                 **self._grad_norms,
                 **self.schedules.logged(self.iteration, self.trainer.optimizers),
             }

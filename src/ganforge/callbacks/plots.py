@@ -1,7 +1,8 @@
 """Plots at the end of a run, written to `plots/` and sent to every active logger:
 
 * `losses.png` — `train/d_loss` and `train/g_loss` against GAN iterations;
-* `d_outputs.png` — `train/d_real` and `train/d_fake` (D's mean probability, or critic value);
+* `d_outputs.png` — `train/d_real` and `train/d_fake`, D's mean probability (losses whose record
+  says `probabilistic`), or `train/d_real_score` and `train/d_fake_score`, its raw mean score;
 * `fid.png` / `modes.png` — `val/fid`, or the modes counted (the registry's mode-count keys: the
   toy data's `val/modes_captured`, Stacked MNIST's `val/modes`), when evaluated;
 * `evolution.png` (2-D data) — generated points over the real modes at several moments of
@@ -29,9 +30,13 @@ from ganforge.errors import check_int
 from ganforge.metrics import registry
 from ganforge.models.protocols import is_image
 
+# D's mean outputs as GANSystem logs them: probabilities, or (a D whose output is no logit of
+# one: hinge, WGAN, LSGAN, ...) raw scores.
+D_PROBS = ("train/d_real", "train/d_fake")
+D_SCORES = ("train/d_real_score", "train/d_fake_score")
 CURVES = {  # file stem -> (title, y label, metric keys)
     "losses": ("Losses", "loss", ("train/d_loss", "train/g_loss")),
-    "d_outputs": ("Discriminator outputs", "mean D output", ("train/d_real", "train/d_fake")),
+    "d_outputs": ("Discriminator outputs", "mean D(x), a probability", D_PROBS),
     "fid": ("FID (lower is better)", "FID", ("val/fid",)),
     "modes": ("Modes captured", "modes", tuple(registry.mode_count_keys())),
 }
@@ -153,6 +158,9 @@ class TrainingPlots(L.Callback):
         step, self.paths = pl_module.iteration, []
         for stem, (title, ylabel, keys) in CURVES.items():
             series = {k: self.history[k] for k in keys if self.history.get(k)}
+            if stem == "d_outputs" and not series:  # a loss whose D gives scores, not logits
+                series = {k: self.history[k] for k in D_SCORES if self.history.get(k)}
+                title, ylabel = "Discriminator scores", "mean D(x), a raw score"
             if series:
                 self._save(curve_image(series, title, ylabel), stem, step, trainer)
         if len(self.snapshots) > 1:

@@ -25,7 +25,16 @@ REFRESH_S = 0.5
 # The plain log's lines per run (about every 5 %).
 LINES_PER_RUN = 20
 # Train metrics worth a glance on one line, in this order (others stay in the logs).
-TRAIN_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "skipped_updates")
+# d_real/d_fake are probabilities; d_real_score/d_fake_score a non-probabilistic D's raw scores.
+TRAIN_KEYS = (
+    "d_loss",
+    "g_loss",
+    "d_real",
+    "d_fake",
+    "d_real_score",
+    "d_fake_score",
+    "skipped_updates",
+)
 
 
 class Iterating(Protocol):
