@@ -21,7 +21,7 @@ from torch import Tensor
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
 
-from fakes import FakeExtractor
+from fakes import FID, FakeExtractor
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.evaluation.reference import (
     ReferenceCacheWarning,
@@ -31,7 +31,7 @@ from ganforge.evaluation.reference import (
     reference_features,
 )
 from ganforge.evaluation.scores import evaluate
-from ganforge.metrics.fid import FID, frechet_distance, gaussian_stats
+from ganforge.metrics.fid import frechet_distance, gaussian_stats
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.pr import precision_recall
 from ganforge.metrics.weights import default_weights_path

@@ -21,13 +21,13 @@ from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from fakes import FID
 from ganforge.data.base import to_uint8
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.evaluation.reference import reference_features
 from ganforge.evaluation.scores import evaluate
 from ganforge.metrics import fetch_inception
 from ganforge.metrics.backbone import FC_KEYS, load_inception
-from ganforge.metrics.fid import FID
 from ganforge.metrics.inception import InceptionFeatures
 from ganforge.metrics.weights import default_weights_path, resolve_weights
 

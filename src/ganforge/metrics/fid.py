@@ -1,10 +1,8 @@
 """The Fréchet Inception Distance, as pure float64 functions of features.
 
 The metric registry (``metrics.registry``) applies ``frechet_distance`` to the cached reference
-mean and covariance and the generated samples' ``gaussian_stats``. ``FID`` wraps the same distance
-in torchmetrics' ``FrechetInceptionDistance`` (its states, update and DDP reduction) for code that
-wants a ``Metric``; ganforge's evaluation never uses it, tests/test_inception.py checks the
-Inception network through it against torchmetrics' own.
+mean and covariance and the generated samples' ``gaussian_stats``. (The tests wrap the same
+distance in torchmetrics' ``FrechetInceptionDistance``: ``FID`` in tests/fakes.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 
 def to_f64(x: ArrayLike | Tensor) -> Tensor:
@@ -61,25 +58,3 @@ def frechet_distance(
     tr_covmean = _psd_sqrt(torch.linalg.eigvalsh((inner + inner.T) / 2)).sum()
     diff = m1 - m2
     return float(diff.dot(diff) + s1.trace() + s2.trace() - 2 * tr_covmean)
-
-
-class FID(FrechetInceptionDistance):
-    """torchmetrics' FrechetInceptionDistance, whose ``compute`` uses ``frechet_distance``.
-
-    Same states (``real_features_sum``, ``real_features_cov_sum``, ``real_features_num_samples``,
-    and ``fake_*``, float64), same ``update`` and ``feature=`` handling, same value (tests check
-    1e-6 agreement). Why override: torchmetrics takes ``eigvals`` of the non-symmetric product
-    S_real S_fake, which on a CPU takes 20-90 s for 2048-d covariances from a few hundred samples
-    (rank-deficient: slow to converge) and is noisier; the symmetric route takes seconds.
-    """
-
-    def compute(self) -> Tensor:
-        stats = []
-        for prefix in ("real", "fake"):
-            n = getattr(self, f"{prefix}_features_num_samples")
-            if n < 2:
-                raise RuntimeError("FID needs at least 2 real and 2 fake samples")
-            mean = getattr(self, f"{prefix}_features_sum") / n
-            cov_sum = getattr(self, f"{prefix}_features_cov_sum")
-            stats += [mean, (cov_sum - n * torch.outer(mean, mean)) / (n - 1)]
-        return torch.tensor(frechet_distance(*stats), dtype=torch.float64)
