@@ -53,6 +53,7 @@ from ganforge import checkpoint
 from ganforge.cli import check_writable
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError, check_int
 from ganforge.metrics.toy2d import mode_stats
+from ganforge.models.protocols import is_image_data
 from ganforge.overrides import check_overrides, config_loader, normalize
 from ganforge.preflight import check_config, check_loggers
 from ganforge.report.table import flat
@@ -232,7 +233,7 @@ def protocol_of(cfg: DictConfig) -> dict[str, Any] | None:
     counts = p.get("n_samples")
     for key, value in counts.items() if isinstance(counts, dict) else [("", counts)]:
         check_int(f"paper.protocol.n_samples{'.' + key if key else ''}", value)
-    if cfg.data.get("channels") is not None:
+    if is_image_data(cfg.data.get("channels")):
         return p
     if isinstance(counts, dict):
         raise ConfigError(
@@ -444,7 +445,7 @@ def evaluate_run(
     """(metrics, sample count per metric, note) of a finished run."""
     cfg = OmegaConf.load(folder / "config_resolved.yaml")
     assert isinstance(cfg, DictConfig)
-    if protocol is not None and cfg.data.get("channels") is None:
+    if protocol is not None and not is_image_data(cfg.data.get("channels")):
         return mode_protocol(folder, cfg, protocol)
     return logged_metrics(folder, cfg)
 

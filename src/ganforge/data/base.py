@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ganforge.data.sampler import ResumableShardedSampler
 from ganforge.errors import ConfigError, check_bool, check_int
+from ganforge.models.protocols import is_image_data
 
 SPLITS = ("train", "test")
 
@@ -153,7 +154,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     @property
     def is_image(self) -> bool:
-        return self._channels is not None
+        return is_image_data(self._channels)
 
     # --- data ---------------------------------------------------------------------------------
 

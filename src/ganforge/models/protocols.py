@@ -10,7 +10,8 @@ Generator (`G`):
 - `output_kind: "image" | "vector"` — images are (N, C, H, W) on the data's [-1, 1] scale (a
   tanh output, or unbounded as R3GAN's G; ganforge clamps only where it writes pixels), vectors
   (N, D) (the toy 2-D points). `is_image(G)` is the one answer to "is this image data?" below the
-  data module, which the run builder checks against `datamodule.is_image`;
+  data module, which the run builder checks against `datamodule.is_image`; the data's own answer
+  is `is_image_data(channels)`, read by the DataModule and by reproduce (which has only the config);
 - `forward(z, y=None)`: ganforge calls `G(z)` when unconditional and `G(z, y)` with int64 labels;
 - `init_args: dict` — its constructor arguments as plain data, which the checkpoint stores to
   rebuild it without the config: decorate `__init__` with `layers.records_init_args`.
@@ -61,6 +62,13 @@ class Discriminator(Protocol):
 def is_image(generator: Generator) -> bool:
     """Whether `generator` draws images (else vectors): read from its declared `output_kind`."""
     return generator.output_kind == "image"
+
+
+def is_image_data(channels: int | None) -> bool:
+    """Whether data with this `channels` (a DataModule's, or `data.channels` of a config) is
+    images: image data declares its channel count, vector data has none. Beside `is_image`
+    because reproduce must answer from a config alone, with no DataModule or G built."""
+    return channels is not None
 
 
 def class_path(module: object) -> str:
