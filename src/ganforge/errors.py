@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -29,12 +30,24 @@ class NonFiniteWeightsError(GanforgeError, FloatingPointError):
     """The networks' weights hold NaN or inf; saving them would overwrite a good checkpoint."""
 
 
+# The predicates every value check reads (here, preflight's Checker, settings, reproduce).
+
+
+def is_int(value: Any) -> bool:
+    # bool is an int subclass, but `batch_size: true` in a yaml is a typo, not a 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 # The checks take the full key (`data.batch_size`) so the message names what the user typed.
 
 
 def check_int(key: str, value: Any, minimum: int = 1) -> None:
-    # bool is an int subclass, but `batch_size: true` in a yaml is a typo, not a 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{key}={value!r} must be {what}")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import netrc
 import os
 import re
@@ -24,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganforge.cli import check_writable
-from ganforge.errors import CheckpointError, ConfigError
+from ganforge.errors import CheckpointError, ConfigError, is_int, is_number
 from ganforge.nan_guard import NanGuard
 from ganforge.settings import Settings
 
@@ -82,14 +81,6 @@ def check_moved_overrides(argv: list[str]) -> None:
             raise moved_key_error(key, value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class Checker:
     """Value checks on the composed config, each naming the key the user typed."""
 
@@ -106,10 +97,11 @@ class Checker:
         return ConfigError(f"{message}; {fix.format(key=user_key)}" if fix else message)
 
     def positive_int(self, key: str, nullable: bool = False, fix: str = "") -> None:
+        # errors.check_int's test; its own message for the key the user typed, null and the fix.
         value = self.value(key)
         if value is None and nullable:
             return
-        if not (_is_int(value) and value >= 1):
+        if not (is_int(value) and value >= 1):
             what = "a positive integer" + (" or null" if nullable else "")
             raise self.fail(key, what, fix)
 
@@ -117,7 +109,7 @@ class Checker:
         value = self.value(key)
         if value is None and nullable:
             return
-        ok = _is_number(value) and (value > minimum if strict else value >= minimum)
+        ok = is_number(value) and (value > minimum if strict else value >= minimum)
         if not ok:
             bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
             raise self.fail(key, f"a number {bound}" + (" or null" if nullable else ""), fix)
@@ -128,7 +120,7 @@ def check_config(cfg: DictConfig) -> None:
     (or, worse, accept and do something else), checked before any work."""
     c = Checker(cfg)
     seed = cfg.get("seed")
-    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+    if not (is_int(seed) and 0 <= seed <= MAX_SEED):
         raise c.fail("seed", f"an integer in [0, {MAX_SEED}]", "e.g. {key}=0")
     c.positive_int("num_threads", nullable=True, fix="e.g. {key}=2, or null for torch's default")
     loss = cfg.get("loss")
@@ -163,7 +155,7 @@ def _check_optimizer(c: Checker, key: str) -> None:
         ok = (
             isinstance(betas, ListConfig)
             and len(betas) == 2
-            and all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)
+            and all(is_number(b) and 0.0 <= b < 1.0 for b in betas)
         )
         if not ok:
             raise c.fail(f"{key}.betas", "two numbers in [0, 1)", "e.g. {key}=[0.5,0.999]")

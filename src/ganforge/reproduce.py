@@ -157,6 +157,8 @@ def _positive_int(key: str, text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
+    # Not errors.check_int: this reads command-line text ("3", not 3), so it must parse first and
+    # refuse what int() would round or accept loosely ("3.0" fails, " 3", "+3" pass).
     if value < 1 or str(value) != text.strip().lstrip("+"):
         raise ConfigError(f"{key}={text} must be a positive integer, e.g. {key}=3")
     return value

@@ -9,12 +9,10 @@ The NaN policy's three settings are checked by `NanGuard`, which they configure.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 from ganforge.compile import check_backend, check_dynamic, check_mode
-from ganforge.errors import ConfigError, check_int
+from ganforge.errors import ConfigError, check_int, is_number
 from ganforge.models.layers import check_conditional
 from ganforge.regularizers import PENALTIES
 from ganforge.schedules import check_schedules
@@ -75,14 +73,14 @@ class Settings:
             check_int(key, value)
         weights = {f"system.{p.weight}": getattr(self, p.weight) for p in PENALTIES}
         for key, value in (weights | {"system.aux_weight": self.aux_weight}).items():
-            if not (_is_number(value) and value >= 0):
+            if not (is_number(value) and value >= 0):
                 raise ConfigError(
                     f"{key}={value!r} must be a number >= 0 (0 switches the term off), e.g. {key}=1"
                 )
         if self.max_iters is not None:
             check_int("train.max_iters", self.max_iters)
         for net, clip in (("g", self.grad_clip_g), ("d", self.grad_clip_d)):
-            if clip is not None and not (_is_number(clip) and clip > 0):
+            if clip is not None and not (is_number(clip) and clip > 0):
                 raise ConfigError(
                     f"system.grad_clip_{net}={clip!r} must be a number > 0 or null; it is a "
                     f"maximum gradient norm, e.g. system.grad_clip_{net}=10, or null for no "
@@ -96,7 +94,3 @@ class Settings:
         check_schedules(self)
         check_dynamic(self.compile_dynamic)
         check_backend(check_mode(self.compile))  # inductor's compiler, before any work
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
