@@ -174,6 +174,47 @@ def _check_optimizer(c: Checker, key: str) -> None:
         ) from None
 
 
+def check_run(cfg: DictConfig) -> None:
+    """All of `ganforge-train`'s checks before any data is loaded or anything is written: the
+    values (`check_config`), the settings that only conflict with each other or the machine,
+    then paths and services."""
+    check_config(cfg)
+    max_iters = cfg.train.get("max_iters")
+    endless = max_iters is None and cfg.trainer.get("max_epochs", -1) in (-1, None)
+    if endless and not cfg.trainer.get("fast_dev_run"):
+        raise ConfigError(
+            "train.max_iters=null and trainer.max_epochs=-1 would train forever; "
+            "set train.max_iters=N or trainer.max_epochs=N"
+        )
+    accelerator = cfg.trainer.get("accelerator")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.get("sync_batchnorm") and not on_gpu:
+        raise ConfigError(
+            f"trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only), but "
+            f"trainer.accelerator={accelerator}; use GPUs or set trainer.sync_batchnorm=false "
+            "(each rank then keeps its own BatchNorm statistics)"
+        )
+    resume = cfg.get("resume")
+    if resume not in (None, "auto"):
+        raise ConfigError(
+            f"resume={resume!r} must be null or auto; to continue a given checkpoint, "
+            "use ckpt_path=PATH"
+        )
+    check_ckpt_path(cfg)
+    check_loggers(cfg)
+    check_outputs(cfg)
+
+
+def check_pack(batch_size: int, pack: int) -> None:
+    """D judges packs of `pack` samples (PacGAN): every batch must split into whole packs. Not in
+    `check_run`: `pack` is the built D's (models/protocols), so train calls it once D exists."""
+    if batch_size % pack:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is not divisible by model.pack={pack}: D "
+            f"judges packs of {pack} samples; set data.batch_size to a multiple of it"
+        )
+
+
 def check_ckpt_path(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt is None:

@@ -31,14 +31,7 @@ from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError, NonF
 from ganforge.metrics.fetch_inception import ensure_weights
 from ganforge.metrics.registry import INCEPTION
 from ganforge.models.protocols import check_models
-from ganforge.preflight import (
-    check_ckpt_path,
-    check_config,
-    check_loggers,
-    check_moved_overrides,
-    check_outputs,
-    source_key,
-)
+from ganforge.preflight import check_moved_overrides, check_pack, check_run, source_key
 from ganforge.summary import headline, run_summary, summary_lines
 from ganforge.system import GANSystem
 
@@ -61,7 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resume, then the FID weights; only then does anything get written.
     """
     started = time.monotonic()
-    _check(cfg)
+    check_run(cfg)
     ckpt_path = cfg.get("ckpt_path") or _auto_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("num_threads"):
@@ -74,7 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # data's own `seed` draws toy datasets.
     datamodule = build(cfg.data, batches_per_step=system.n_critic, shuffle_seed=cfg.seed)
     check_models(system.G, system.D, image=datamodule.is_image, data=cfg.data.name)
-    _check_pack(datamodule.batch_size, system.pack)
+    check_pack(datamodule.batch_size, system.pack)
     record = _check_resume(cfg, ckpt_path, system) if ckpt_path else {}
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         # Read the data now rather than at fit (setup caches it): a missing or malformed dataset
@@ -142,15 +135,6 @@ def run_meta(cfg: DictConfig) -> dict[str, Any]:
         # from its own conf/data/<name>.yaml and these values, never from a stored target.
         "data_args": {k: v for k, v in data_args.items() if k != "_target_"},
     }
-
-
-def _check_pack(batch_size: int, pack: int) -> None:
-    """D judges packs of `pack` samples (PacGAN): every batch must split into whole packs."""
-    if batch_size % pack:
-        raise ConfigError(
-            f"data.batch_size={batch_size} is not divisible by model.pack={pack}: D "
-            f"judges packs of {pack} samples; set data.batch_size to a multiple of it"
-        )
 
 
 def prepare_evaluation(callbacks: list[Any], datamodule: Any) -> None:
@@ -247,36 +231,6 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if cause is None:
             raise
         raise cause from None
-
-
-def _check(cfg: DictConfig) -> None:
-    """Fail on invalid or inconsistent settings before any data is loaded or anything is written
-    (values, then paths and services; see ganforge.preflight)."""
-    check_config(cfg)
-    max_iters = cfg.train.get("max_iters")
-    endless = max_iters is None and cfg.trainer.get("max_epochs", -1) in (-1, None)
-    if endless and not cfg.trainer.get("fast_dev_run"):
-        raise ConfigError(
-            "train.max_iters=null and trainer.max_epochs=-1 would train forever; "
-            "set train.max_iters=N or trainer.max_epochs=N"
-        )
-    accelerator = cfg.trainer.get("accelerator")
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if cfg.trainer.get("sync_batchnorm") and not on_gpu:
-        raise ConfigError(
-            f"trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only), but "
-            f"trainer.accelerator={accelerator}; use GPUs or set trainer.sync_batchnorm=false "
-            "(each rank then keeps its own BatchNorm statistics)"
-        )
-    resume = cfg.get("resume")
-    if resume not in (None, "auto"):
-        raise ConfigError(
-            f"resume={resume!r} must be null or auto; to continue a given checkpoint, "
-            "use ckpt_path=PATH"
-        )
-    check_ckpt_path(cfg)
-    check_loggers(cfg)
-    check_outputs(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
