@@ -152,8 +152,8 @@ def prepare_evaluation(callbacks: list[Any], datamodule: Any) -> None:
 def _check_resume(cfg: DictConfig, ckpt_path: str, system: GANSystem) -> dict[str, Any]:
     """The checkpoint's ganforge record, once the file is a readable ganforge checkpoint of the
     networks this run built and leaves iterations to train."""
-    record = checkpoint.check_resume(ckpt_path, system.G, system.D)["ganforge"]
-    done = int(record.get("iteration", 0))
+    record = checkpoint.check_resume(ckpt_path, system.G, system.D)[checkpoint.RECORD_KEY]
+    done = checkpoint.resume_state(record).iteration
     max_iters = cfg.system.max_iters
     if max_iters is not None and done >= max_iters:
         key = source_key(cfg, "system.max_iters")
