@@ -62,6 +62,13 @@ ALLOWED_KEY = "allowed_classes"
 # depths a handful); anything beyond is a corrupt or crafted file, refused before it is built.
 MAX_INIT_INT = 1 << 16
 MAX_INIT_STR = 64
+# Bounds on the record's data arguments (meta.data_args, which ganforge-eval may build the
+# reference data from): wider than a network's because they hold counts (n_samples), but a crafted
+# n_samples or n_modes of 10**12 must not turn into an allocation when the dataset is built. Real
+# datasets have at most a few 100k images.
+MAX_DATA_INT = 10_000_000
+MAX_DATA_FLOAT = 1e6
+MAX_DATA_STR = 64
 # A constructor registers a few submodules, parameters and buffers per tensor it keeps (e.g. a
 # Linear, its weight and bias, a ReLU); many more than that cannot be the network in the file.
 PARTS_PER_TENSOR = 8
@@ -425,7 +432,7 @@ def _check_init_args(
         problem = _plain_value_problem(value, hints.get(name))
         if problem:
             raise CheckpointError(
-                f"{where}: the {which}'s init_args {name}={_short(value)} {problem}; {_REWRITE}"
+                f"{where}: the {which}'s init_args {name}={short(value)} {problem}; {_REWRITE}"
             )
     missing = [n for n, p in parameters.items() if p.default is p.empty and n not in init_args]
     if missing:
@@ -461,9 +468,35 @@ def _plain_value_problem(value: Any, hint: Any) -> str | None:
     return f"is a {type(value).__name__}, not plain data"
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """A stored value as messages show it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def data_value_problem(value: Any, default: Any) -> str | None:
+    """Why a stored data argument (meta.data_args) cannot replace the config's `default`, or None
+    when it can."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or isinstance(default, bool):
+        ok = isinstance(value, bool) and (default is None or isinstance(default, bool))
+        return None if ok else "is not the true/false the config has"
+    if isinstance(value, (int, float)):
+        if default is not None and not isinstance(default, (int, float)):
+            return "is a number where the config has text"
+        if isinstance(value, int) and not 0 <= value <= MAX_DATA_INT:
+            return f"is outside 0..{MAX_DATA_INT}"
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_DATA_FLOAT):
+            return "is not a sane number"
+        return None
+    if isinstance(value, str):
+        if not isinstance(default, str):
+            return "is text where the config has a number or null"
+        if "${" in value:
+            return "is an interpolation, not a value"
+        return None if len(value) <= MAX_DATA_STR else "is too long"
+    return f"is a {type(value).__name__}, not a number, string or boolean"
 
 
 def _construct(spec: NetworkSpec, where: str) -> nn.Module:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,11 +34,6 @@ log = logging.getLogger("ganforge")
 
 # Data arguments never taken from a checkpoint: how the loader batches (LOADER_KEYS: irrelevant
 # to the reference images) and the label (the dataset's name is the conf/data option's own).
-# Bounds on a checkpoint's data values: a crafted n_samples or n_modes of 10**12 must not turn
-# into an allocation when the dataset is built. Real datasets have at most a few 100k images.
-MAX_DATA_INT = 10_000_000
-MAX_DATA_FLOAT = 1e6
-MAX_DATA_STR = 64
 
 
 def _data_dirs() -> list[Path]:
@@ -107,7 +101,7 @@ def reference_datamodule(
         name = source.meta.get("data")
         if not isinstance(name, str) or name not in data_options():
             raise CheckpointError(
-                f"{source.where} was trained on data={_short(name)}, which is not one of "
+                f"{source.where} was trained on data={checkpoint.short(name)}, which is not one of "
                 f"ganforge's datasets {data_options()}; pick the reference data with data=NAME "
                 "(and data.root=PATH)"
             )
@@ -168,54 +162,25 @@ def _stored_data_args(
             )
         if not isinstance(key, str) or key not in defaults:
             raise CheckpointError(
-                f"{source.where}: meta.data_args has {_short(key)}, which data={defaults['name']} "
-                "does not take; the file is damaged or not from this ganforge. Pick the reference "
-                "data yourself with data=NAME"
+                f"{source.where}: meta.data_args has {checkpoint.short(key)}, which "
+                f"data={defaults['name']} does not take; the file is damaged or not from this "
+                "ganforge. Pick the reference data yourself with data=NAME"
             )
         if key in excluded:
             continue
-        problem = _data_value_problem(value, defaults[key])
+        problem = checkpoint.data_value_problem(value, defaults[key])
         if problem:
             raise CheckpointError(
-                f"{source.where}: meta.data_args.{key}={_short(value)} {problem}; the file is "
-                "damaged or crafted. Pick the reference data yourself with data=NAME"
+                f"{source.where}: meta.data_args.{key}={checkpoint.short(value)} {problem}; the "
+                "file is damaged or crafted. Pick the reference data yourself with data=NAME"
             )
         taken[key] = value
     return taken
 
 
-def _data_value_problem(value: Any, default: Any) -> str | None:
-    """Why a stored data value cannot replace `default`, or None when it can."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or isinstance(default, bool):
-        ok = isinstance(value, bool) and (default is None or isinstance(default, bool))
-        return None if ok else "is not the true/false the config has"
-    if isinstance(value, (int, float)):
-        if default is not None and not isinstance(default, (int, float)):
-            return "is a number where the config has text"
-        if isinstance(value, int) and not 0 <= value <= MAX_DATA_INT:
-            return f"is outside 0..{MAX_DATA_INT}"
-        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_DATA_FLOAT):
-            return "is not a sane number"
-        return None
-    if isinstance(value, str):
-        if not isinstance(default, str):
-            return "is text where the config has a number or null"
-        if "${" in value:
-            return "is an interpolation, not a value"
-        return None if len(value) <= MAX_DATA_STR else "is too long"
-    return f"is a {type(value).__name__}, not a number, string or boolean"
-
-
 def _is_path(raw: Any) -> bool:
     """A config value that is a filesystem location: it is built from `${paths.*}`."""
     return isinstance(raw, str) and "${paths." in raw
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @torch.no_grad()
