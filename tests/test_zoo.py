@@ -4,6 +4,7 @@ DiffAugment, packing, the ACGAN loss, lr decay and EMA sampling the way the pape
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from pathlib import Path
 
@@ -58,9 +59,18 @@ def test_every_experiment_preset_runs_fast_dev_run(tmp_path: Path, preset: str) 
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p != "toy_ring"])
 def test_paper_presets_cite_their_source_and_number(preset: str) -> None:
-    text = (CONF / "experiment" / f"{preset}.yaml").read_text()
-    assert re.search(r"(et al\.|& \w+) (19|20)\d\d", text)  # authors and year
-    assert "number" in text.lower() or "measured" in text.lower()
+    """The header (the comment block a user reads first) names the paper by authors and year and
+    states, under a label, the number to expect or the one measured here, or says there is none
+    (a word like "numbers" anywhere in the file does not count)."""
+    lines = (CONF / "experiment" / f"{preset}.yaml").read_text().splitlines()
+    header = "\n".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
+    # Authors and year: "Lin et al. 2018", "Miyato & Koyama 2018", "Huang, Gokaslan, ... 2024".
+    assert re.search(r"(et al\.|& \w+|\w+, \w+) (19|20)\d\d", header), preset
+    label = re.search(r"\b(Numbers? to expect|Paper number|Measured number|Measured \()", header)
+    assert label, f"{preset}: no 'Number to expect:' (or 'Paper number:', 'Measured') line"
+    # The labelled statement (to the end of its paragraph) gives a value or says "none".
+    statement = re.split(r"\n#\s*\n", header[label.start() :])[0]
+    assert re.search(r"\d|\bnone\b", statement), f"{preset}: {statement!r}"
 
 
 def test_paper_hyperparameters_reach_the_system(tmp_path: Path) -> None:
