@@ -135,7 +135,9 @@ def upload_to_wandb(trainer: L.Trainer, path: Path, iteration: int) -> None:
 
 
 def atomic_save_checkpoint(trainer: L.Trainer, path: Path) -> None:
-    """Write to a temporary file and rename: a crash mid-write never leaves a half `last.ckpt`."""
+    """Write to a temporary file and rename: a crash mid-write never leaves a half `last.ckpt`.
+    Not metrics/files.atomic_write_bytes: Lightning writes the file itself (every rank takes
+    part, rank 0 renames), and train removes stale writes by this fixed `*.ckpt.tmp` name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # weights_only=False: a full, resumable checkpoint (optimizers, loops, callbacks) — and said
