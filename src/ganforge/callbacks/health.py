@@ -46,6 +46,9 @@ ACTIONS = ("warn", "stop")
 # Periodic-evaluation metrics the rules read (as logged: `val/<name>`): FID, recall and every
 # mode count the metric registry knows.
 EVAL_KEYS = ("fid", "recall", *MODE_COUNTS)
+# every_n_iters and warmup_iters left at null: these, shrunk in a short run to give it at least
+# MIN_PROBES probes and a warm-up of a tenth of it.
+DEFAULT_EVERY, DEFAULT_WARMUP, MIN_PROBES = 50, 200, 20
 
 __all__ = ["HealthMonitor", "HealthStop"]
 
@@ -54,8 +57,8 @@ class HealthMonitor(L.Callback):
     def __init__(
         self,
         dirpath: str,
-        every_n_iters: int = 50,
-        warmup_iters: int = 200,
+        every_n_iters: int | None = None,
+        warmup_iters: int | None = None,
         patience: int = 3,
         probe_size: int = 64,
         d_accuracy: float = 0.95,
@@ -79,17 +82,23 @@ class HealthMonitor(L.Callback):
         """
         Args:
             dirpath: the run directory: `health.json` there, `plots/health.png` below it.
-            every_n_iters: iterations between probes (the only time the monitor does any work).
-            warmup_iters: no diagnosis before this iteration (signals are still logged): a
-                freshly initialised G is neither diverse nor matched by D.
+            every_n_iters: iterations between probes (the only time the monitor does any work);
+                None: 50, fewer in a short run (at least MIN_PROBES probes).
+            warmup_iters: no diagnosis before this iteration (signals are still logged, and an
+                episode starts where its evidence started, warm-up included): a freshly
+                initialised G is neither diverse nor matched by D. None: 200, at most a tenth
+                of a short run.
             patience: consecutive probes a rule must hold (or fail) to raise (or clear) a state.
             probe_size: samples per side in the probe (rounded down to D's pack size).
             on_<state>: `warn` (default) or `stop` the run when the state is raised.
             The rest: thresholds of the rules, documented in `ganforge.health.rules`.
         """
         key = "callbacks.health."
-        check_int(key + "every_n_iters", every_n_iters)
-        check_int(key + "warmup_iters", warmup_iters, minimum=0)
+        if every_n_iters is not None:
+            check_int(key + "every_n_iters", every_n_iters)
+        if warmup_iters is not None:
+            check_int(key + "warmup_iters", warmup_iters, minimum=0)
+        self._given = (every_n_iters, warmup_iters)
         check_int(key + "patience", patience)
         check_int(key + "probe_size", probe_size, minimum=2)
         self.on_state = {
@@ -116,8 +125,10 @@ class HealthMonitor(L.Callback):
             stall_min_delta=stall_min_delta,
             relax=relax,
         )
-        self.dirpath, self.every_n_iters = Path(dirpath), every_n_iters
-        self.warmup_iters, self.patience, self.probe_size = warmup_iters, patience, probe_size
+        self.dirpath = Path(dirpath)
+        self.every_n_iters = every_n_iters or DEFAULT_EVERY  # until the run's length is known
+        self.warmup_iters = DEFAULT_WARMUP if warmup_iters is None else warmup_iters
+        self.patience, self.probe_size = patience, probe_size
         self.diagnoser: Diagnoser | None = None
         self.episodes: list[dict[str, Any]] = []
         self.history: list[tuple[int, dict[str, float]]] = []
@@ -144,6 +155,7 @@ class HealthMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self._off(trainer):
             return
+        self._scale_to(getattr(pl_module, "max_iters", None))
         self.diagnoser = Diagnoser(self.thresholds, self.patience, pl_module.loss)
         if self._diagnoser_state is not None:  # resumed: continue the references and tracks
             self.diagnoser.load_state_dict(self._diagnoser_state)
@@ -162,6 +174,25 @@ class HealthMonitor(L.Callback):
             real = datamodule.real_samples(self._n(pl_module, 256), seed=0)
             real = to_float(real) if real.dtype == torch.uint8 else real
             self.real_distance = signals.mean_pairwise_distance(real)
+
+    def _scale_to(self, max_iters: int | None) -> None:
+        """Settings left at null follow the run's length, so a short run is diagnosed too: at
+        least MIN_PROBES probes and a warm-up of at most a tenth of the run (patience counts
+        probes, so it shrinks with them). 300 iterations: a probe every 15, warm-up 30, a state
+        raised from iteration 60 at the earliest. Values set explicitly are kept."""
+        every, warmup = self._given
+        if not max_iters:
+            return
+        if every is None:
+            self.every_n_iters = max(1, min(DEFAULT_EVERY, max_iters // MIN_PROBES))
+        if warmup is None:
+            self.warmup_iters = min(DEFAULT_WARMUP, max_iters // 10)
+        if (self.every_n_iters, self.warmup_iters) != (DEFAULT_EVERY, DEFAULT_WARMUP):
+            log.info(
+                "training health: a probe every %d iterations, diagnosis from iteration %d",
+                self.every_n_iters,
+                self.warmup_iters,
+            )
 
     def _n(self, pl_module: Any, n: int) -> int:
         pack = getattr(pl_module, "pack", 1)
@@ -217,9 +248,9 @@ class HealthMonitor(L.Callback):
         self.history.append((it, s))
         assert self.diagnoser is not None
         self.diagnoser.observe(s)
-        if it >= self.warmup_iters:
-            for event in self.diagnoser.check(it, s):
-                self._act(trainer, pl_module, event)
+        # During the warm-up the rules only note where their evidence starts.
+        for event in self.diagnoser.check(it, s, diagnose=it >= self.warmup_iters):
+            self._act(trainer, pl_module, event)
         if trainer.world_size > 1:
             # Rank 0 alone sees the evaluation metrics: its decision to stop is everyone's.
             stop = trainer.strategy.broadcast(self.stop_event is not None, src=0)

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
+
+from ganforge.figures import figure_image  # noqa: F401  (callbacks import it from here)
 
 
 def image_grid(images: Tensor, nrow: int | None = None) -> np.ndarray:
@@ -20,17 +20,6 @@ def image_grid(images: Tensor, nrow: int | None = None) -> np.ndarray:
     nrow = nrow or max(1, round(images.shape[0] ** 0.5))
     grid = make_grid((images + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
     return (grid.mul(255).round().to(torch.uint8).permute(1, 2, 0)).numpy()
-
-
-def figure_image(fig: Figure) -> np.ndarray:
-    """A matplotlib Figure rendered as an (H, W, 3) uint8 array.
-
-    Callbacks build bare `Figure`s, never through pyplot: nothing switches the process's backend
-    (a notebook that trains keeps showing its own plots inline) and nothing needs closing."""
-    fig.tight_layout()
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def save_and_log_image(

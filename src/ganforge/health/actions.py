@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 
 from ganforge.errors import GanforgeError
+from ganforge.figures import figure_image
 from ganforge.health.rules import STATES, Event
 from ganforge.metrics.files import atomic_write_bytes
 
@@ -70,9 +71,18 @@ def message(event: Event) -> str:
             f"training health: {event.state} cleared at iteration {event.iteration} (since "
             f"{event.since}): {format_evidence(event.evidence)}"
         )
+    head = (
+        f"training health: {event.state} from iteration {event.since} (raised at {event.iteration})"
+    )
+    if event.follows:
+        # An effect: its own remedies would treat a symptom; the cause's message has the fix.
+        return (
+            f"{head}, following from {event.follows} (the cause; see its message): "
+            f"{format_evidence(event.evidence)}"
+        )
+    explains = f", the cause of {' and '.join(event.explains)}" if event.explains else ""
     return (
-        f"training health: {event.state} from iteration {event.since} (raised at "
-        f"{event.iteration}): {format_evidence(event.evidence)}. Try: {REMEDIES[event.state]} "
+        f"{head}{explains}: {format_evidence(event.evidence)}. Try: {REMEDIES[event.state]} "
         f"(see {anchor(event.state)})"
     )
 
@@ -115,6 +125,7 @@ def episode(event: Event, action: str) -> dict[str, Any]:
         "evidence": {k: _finite(v) for k, v in event.evidence.items()},
         "end_evidence": None,
         "action": action,
+        "follows": event.follows,  # the state that explains this one, or null: a cause
         "remedies": REMEDIES[event.state],
         "readme": anchor(event.state),
     }
@@ -134,7 +145,6 @@ def timeline_image(
 ) -> np.ndarray:
     """Three panels over GAN iterations: D's accuracy and G's diversity; gradient norms; the
     episodes as bars, one row per state (the warm-up, not diagnosed, shaded)."""
-    from ganforge.callbacks.images import figure_image
 
     fig = Figure(figsize=(8, 6), dpi=100)
     ax_acc, ax_grad, ax_state = fig.subplots(

@@ -36,7 +36,7 @@ The rules (the README's Troubleshooting section explains each and its remedies):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ganforge.errors import ConfigError, check_int, check_positive
@@ -45,7 +45,16 @@ from ganforge.metrics.registry import mode_count_keys
 
 # Evaluation keys (without `val/`) that count captured modes, as the metric registry names them.
 MODE_COUNTS = tuple(k.removeprefix("val/") for k in mode_count_keys())
-STATES = ("d_overpowering", "vanishing_g_gradient", "mode_collapse", "divergence", "stalled")
+# In the order of explanation: a state earlier here can cause a later one, never the reverse.
+STATES = ("divergence", "stalled", "d_overpowering", "vanishing_g_gradient", "mode_collapse")
+# What each state explains when they fire together: a diverged run breaks every signal; a G that
+# does not move (stalled) lets D win and keeps its sample collapsed; a D that wins (D(G(z)) -> 0)
+# is what starves a saturating G's gradient.
+EXPLAINS = {
+    "divergence": ("stalled", "d_overpowering", "vanishing_g_gradient", "mode_collapse"),
+    "stalled": ("d_overpowering", "vanishing_g_gradient", "mode_collapse"),
+    "d_overpowering": ("vanishing_g_gradient",),
+}
 # The magnitudes `divergence` watches, and the floor of each reference: a loss that starts near
 # 0 (a critic's) or a gradient that starts tiny (an untrained D barely depends on its input) is
 # measured against 1, not against its own first value. Healthy runs here moved G's gradient norm
@@ -95,9 +104,11 @@ class Event:
 
     state: str
     iteration: int
-    since: int  # the first iteration of the streak of checks that raised or cleared it
+    since: int  # raised: the first probe of the evidence (warm-up included); cleared: of the streak
     cleared: bool
     evidence: dict[str, float]
+    follows: str | None = None  # raised: the active (or holding) state that explains this one
+    explains: list[str] = field(default_factory=list)  # raised: active states this one explains
 
 
 @dataclass
@@ -105,6 +116,7 @@ class _Track:
     active: bool = False
     streak: int = 0  # consecutive checks that disagree with `active`
     since: int = 0
+    held_since: int | None = None  # first probe of the rule's current run of holding, or None
 
 
 class Diagnoser:
@@ -255,14 +267,23 @@ class Diagnoser:
         return None
 
     # --- one check -------------------------------------------------------------------------------
-    def check(self, iteration: int, signals: dict[str, float]) -> list[Event]:
+    def check(
+        self, iteration: int, signals: dict[str, float], diagnose: bool = True
+    ) -> list[Event]:
         """Judge every rule on this probe's signals (already `observe`d); return the states
-        raised or cleared."""
+        raised or cleared. `diagnose=False` (the warm-up) only notes where evidence starts: an
+        episode raised later starts there."""
         events = []
         for state in STATES:
             track = self.tracks[state]
             evidence = getattr(self, state)(signals, track.active)
             holds = evidence is not None
+            if not holds:
+                track.held_since = None
+            elif track.held_since is None:
+                track.held_since = iteration
+            if not diagnose:
+                continue
             if holds == track.active:
                 track.streak = 0
                 continue
@@ -273,8 +294,22 @@ class Diagnoser:
                 continue
             track.active, track.streak = holds, 0
             ev = evidence if holds else {k: v for k, v in signals.items() if k in _SHOWN[state]}
-            events.append(Event(state, iteration, track.since, not holds, dict(ev or {})))
+            since = track.held_since if holds and track.held_since is not None else track.since
+            events.append(Event(state, iteration, since, not holds, dict(ev or {})))
+        for event in events:
+            if not event.cleared:
+                self._relate(event)
         return events
+
+    def _relate(self, event: Event) -> None:
+        """Name the cause: a raised state follows from the first state (in `STATES`' order) that
+        explains it and is active or holding now; it explains the active states it can cause."""
+        causes = [c for c in STATES if event.state in EXPLAINS.get(c, ())]
+        event.follows = next(
+            (c for c in causes if self.tracks[c].active or self.tracks[c].held_since is not None),
+            None,
+        )
+        event.explains = [e for e in EXPLAINS.get(event.state, ()) if self.tracks[e].active]
 
     def active(self) -> list[str]:
         return [s for s, t in self.tracks.items() if t.active]
