@@ -546,3 +546,31 @@ def test_report_of_an_optuna_sweep_has_history_and_importances(tmp_path: Path) -
     assert [(t.number, t.value) for t in s2.trials] == [(t.number, t.value) for t in s.trials]
     assert [t.params for t in s2.trials] == [t.params for t in s.trials]
     assert (s2.importances is None) == (s.importances is None)
+
+
+def test_it_per_s_counts_training_time_not_setup(tmp_path: Path) -> None:
+    """The rate is the training's own, as train.log records it at each process's end (a resumed
+    directory: both); without those lines, the iterations over the wall time (here 100 s)."""
+    val = [(100, 2.0, 0.01), (200, 0.4, 0.03), (300, 0.5, 0.02)]
+    log = (
+        "[x][ganforge][INFO] - training: 200 iterations in 10.0 s, 20 it/s (setup ...)\n"
+        "[x][ganforge][INFO] - training: 100 iterations in 10.0 s, 10 it/s (setup ...)\n"
+    )
+    make_run(tmp_path / "s" / "0", "hinge", 0, val, log=log)
+    make_run(tmp_path / "s" / "1", "hinge", 1, val)
+    rows = {r.run.name: r.run for r in report(Options(paths=[tmp_path / "s"])).table.rows}
+    assert rows["0"].it_per_s == pytest.approx(15.0)
+    assert rows["1"].it_per_s == pytest.approx(3.0) and rows["1"].wall_s == pytest.approx(100)
+
+
+def test_the_progress_callback_records_the_training_speed(caplog) -> None:
+    from conftest import quiet_trainer, toy_system
+    from ganforge.callbacks.progress import TRAINED_RE, IterationProgress
+
+    system, dm = toy_system(max_iters=5)
+    with caplog.at_level("INFO", logger="ganforge"):
+        progress = IterationProgress(5, live=False)
+        trainer = quiet_trainer(callbacks=[progress], enable_progress_bar=True)
+        trainer.fit(system, datamodule=dm)
+    [(iterations, seconds)] = TRAINED_RE.findall("\n".join(r.getMessage() for r in caplog.records))
+    assert int(iterations) == 5 and float(seconds) > 0

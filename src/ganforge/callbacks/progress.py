@@ -11,6 +11,7 @@ the run moving without flooding it.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any, Protocol, TextIO
@@ -20,6 +21,8 @@ from lightning.pytorch.callbacks import ProgressBar
 
 log = logging.getLogger("ganforge")
 
+# The line on_train_end logs; ganforge-report's it/s is the sum of these in a run's train.log.
+TRAINED_RE = re.compile(r"training: (\d+) iterations in ([0-9.]+) s, ")
 # Redraws of the live line per second at most: each costs a format and a write.
 REFRESH_S = 0.5
 # The plain log's lines per run (about every 5 %).
@@ -108,6 +111,7 @@ class IterationProgress(ProgressBar):
         self._start_iteration = 0
         self._rate: float | None = None
         self._next_draw = 0.0
+        self._t0 = self._t_last = time.monotonic()
 
     # Lightning switches the bar off around other output (e.g. in notebooks): honour it.
     def disable(self) -> None:
@@ -124,8 +128,10 @@ class IterationProgress(ProgressBar):
         # Resumed runs start counting at the checkpoint's iteration; the rate is this process's.
         self._start_iteration = pl_module.iteration
         self._mark, self._rate = None, None
+        self._t0 = self._t_last = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._t_last = time.monotonic()  # the training time ends with the last iteration
         if not (self._enabled and trainer.is_global_zero):
             return
         it = pl_module.iteration
@@ -141,7 +147,19 @@ class IterationProgress(ProgressBar):
                 log.info(self._line(pl_module))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if not (self._enabled and trainer.is_global_zero):
+        if not trainer.is_global_zero:
+            return
+        trained, seconds = pl_module.iteration - self._start_iteration, self._t_last - self._t0
+        if trained > 0 and seconds > 0:
+            # train.log's record of the speed (ganforge-report reads it: TRAINED_RE).
+            log.info(
+                "training: %d iterations in %.1f s, %.3g it/s (setup and the final evaluation "
+                "not counted)",
+                trained,
+                seconds,
+                trained / seconds,
+            )
+        if not self._enabled:
             return
         if self.live:
             self._draw(pl_module)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ganforge.callbacks.progress import TRAINED_RE
 from ganforge.checkpoint import load_checkpoint
 from ganforge.errors import CheckpointError, DataError
 from ganforge.evaluation import flat_metrics
@@ -307,11 +308,21 @@ def _checkpoint_iteration(run: Run) -> int | None:
 def _timing(run: Run) -> None:
     """Wall time: from `config_resolved.yaml` (written by `train` after its checks, before the
     data is built) to the last write of `csv/metrics.csv` (its last logged row). iterations/s is
-    the iterations trained in this directory over that time, setup and evaluations included."""
+    the training's own: the iterations over the training time each process of this directory
+    logged at its end (`callbacks.progress.TRAINED_RE`: setup and the final evaluation not
+    counted); for a run without those lines (older, or killed), the iterations trained here over
+    the wall time."""
     start, end = run.path / RESOLVED, run.path / CSV
     if not (start.is_file() and end.is_file()):
         return
     run.wall_s = max(end.stat().st_mtime - start.stat().st_mtime, 0.0)
+    log_path = run.path / "train.log"
+    if log_path.is_file():
+        found = TRAINED_RE.findall(log_path.read_text(errors="replace"))
+        iterations, seconds = sum(int(n) for n, _ in found), sum(float(t) for _, t in found)
+        if iterations > 0 and seconds > 0:
+            run.it_per_s = iterations / seconds
+            return
     first = _resumed_from(run)
     trained = run.iterations - first
     if run.wall_s > 0 and trained > 0:
