@@ -6,6 +6,7 @@ skipped, a bounded number of times."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import signal
@@ -152,7 +153,12 @@ def nan_d_loss_at(system, call: int) -> None:
         value = real_loss(real, fake)
         return value * math.nan if len(calls) == call else value
 
-    system.loss.discriminator = loss
+    use_d_loss(system, loss)
+
+
+def use_d_loss(system, d_loss) -> None:
+    # A loss is a frozen record: the system gets a copy whose D function is `d_loss`.
+    system.loss = dataclasses.replace(system.loss, discriminator=d_loss)
 
 
 def test_non_finite_loss_stops_naming_iteration_and_keeps_last_good_checkpoint(
@@ -182,7 +188,7 @@ def test_non_finite_loss_is_skipped_with_nan_policy_skip() -> None:
 
 def nan_d_loss_always(system) -> None:
     real_loss = system.loss.discriminator
-    system.loss.discriminator = lambda real, fake: real_loss(real, fake) * math.nan
+    use_d_loss(system, lambda real, fake: real_loss(real, fake) * math.nan)
 
 
 def test_nan_policy_skip_stops_after_max_consecutive_skips() -> None:
@@ -204,7 +210,7 @@ def test_nan_policy_skip_stops_after_max_skips_in_all() -> None:
         calls.append(1)
         return real_loss(real, fake) * (math.nan if len(calls) % 2 == 0 else 1.0)
 
-    system.loss.discriminator = loss
+    use_d_loss(system, loss)
     with pytest.raises(NonFiniteLossError, match=r"3 times in all \(system.max_skips=3\)"):
         quiet_trainer().fit(system, datamodule=dm)
     assert system.nan_guard.skipped == 3
