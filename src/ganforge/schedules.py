@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ganforge.errors import ConfigError, check_int, check_positive
+from ganforge.errors import ConfigError, check_int, check_positive, is_number
 from ganforge.regularizers import PENALTIES
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def check_schedules(s: Settings) -> None:
     if s.lr_decay == "linear":
         _check_linear(s)
     _fraction("optim.decay_to", s.decay_to, "the lrs end at this fraction of optim.lr_g/lr_d")
-    if s.beta2_to is not None and not (_number(s.beta2_to) and 0 <= s.beta2_to < 1):
+    if s.beta2_to is not None and not (is_number(s.beta2_to) and 0 <= s.beta2_to < 1):
         raise ConfigError(
             f"optim.beta2_to={s.beta2_to!r} must be in [0, 1) (Adam's beta2 at the end of the "
             "schedule; R3GAN: 0.99), or null for a constant beta2"
@@ -239,12 +239,8 @@ def _check_linear(s: Settings) -> None:
 
 
 def _fraction(key: str, value: Any, meaning: str) -> None:
-    if not (_number(value) and 0 <= value <= 1):
+    if not (is_number(value) and 0 <= value <= 1):
         raise ConfigError(
             f"{key}={value!r} must be a number in [0, 1] ({meaning}: a decay, never a rise), "
             f"e.g. {key}=0.1"
         )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
