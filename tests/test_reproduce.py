@@ -78,6 +78,11 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["experiment=pacgan_grid", "oops"], r"argument 'oops' is not key=value"),
         (["experiment=pacgan_grid", "extend=yes"], r"extend=yes must be true or false"),
         (["experiment=toy_grid", "extend=true"], r"extend=true .* has optim\.decay=linear"),
+        # R3GAN's schedules span the run unless a span is stated: a shorter run took other steps.
+        (
+            ["experiment=r3gan_stacked_mnist", "extend=true"],
+            r"extend=true .* has optim\.decay=cosine, optim\.beta2_to, system\.penalty_to",
+        ),
     ],
 )
 def test_bad_inputs_exit_2_with_one_message(
@@ -89,6 +94,11 @@ def test_bad_inputs_exit_2_with_one_message(
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and re.search(message, errors[0]), errors
     assert not any(tmp_path.iterdir())  # failed before any run directory was made
+
+
+def test_help_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--help"])
+    assert "ganforge-reproduce experiment=pacgan_grid seeds=5" in capsys.readouterr().out
 
 
 def test_out_naming_a_file_is_one_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -57,6 +57,7 @@ from ganforge.models.protocols import is_image_data
 from ganforge.overrides import check_overrides, config_loader, normalize
 from ganforge.preflight import check_config, check_loggers
 from ganforge.report.table import flat
+from ganforge.schedules import tied_to_run_length
 from ganforge.train import build, config_dir
 
 log = logging.getLogger("ganforge")
@@ -299,14 +300,17 @@ def shorter_run_point(opts: Options, variant: Variant, iterations: int, seed: in
 
 def check_extendable(variants: list[Variant], opts: Options) -> None:
     """A continued run equals a longer one only when nothing in it depends on the run's length:
-    optim.decay=linear falls to 0 at train.max_iters, so its shorter run took other steps."""
+    a schedule that ends at train.max_iters (schedules.tied_to_run_length: optim.decay=linear,
+    and cosine, beta2_to, penalty_to or ema_half_life without a stated span) took other steps in
+    the shorter run."""
     for v in variants:
-        decay = OmegaConf.select(v.cfg, "optim.decay")
-        if decay not in (None, "none"):
+        tied = tied_to_run_length(v.cfg.system)
+        if tied:
             raise ConfigError(
                 f"extend=true continues shorter runs, which equals a longer run only when no "
                 f"schedule depends on train.max_iters; experiment={opts.experiment} (variant "
-                f"{v.name}) has optim.decay={decay}; drop extend=true to train from scratch"
+                f"{v.name}) has {', '.join(tied)}; state the span with optim.decay_iters=N, or "
+                f"drop extend=true to train from scratch"
             )
 
 
@@ -694,8 +698,12 @@ def reproduce(opts: Options) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help", "help"} & set(args):
+        print(__doc__)
+        return
     try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        opts = parse_args(args)
         summary = reproduce(opts)
     except GanforgeError as err:
         log.error("%s: %s", type(err).__name__, err)
