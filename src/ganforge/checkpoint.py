@@ -622,6 +622,19 @@ class ResumeState:
     wandb_run_id: str | None
 
 
+def stored_iteration(path: str | Path) -> int:
+    """The GAN iteration a checkpoint file was written at (validated by `load`, nothing built),
+    for readers that need only that, e.g. the report. One CheckpointError when unreadable."""
+    record = load_checkpoint(path).get(RECORD_KEY)
+    iteration = record.get("iteration") if isinstance(record, dict) else None
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(
+            f"{path}: no ganforge record with a GAN iteration (found {iteration!r}); it is not a "
+            "checkpoint written by ganforge-train"
+        )
+    return iteration
+
+
 def resume_state(record: dict[str, Any]) -> ResumeState:
     """Read back what `write_record` stored for resuming; checkpoints from before exact resume
     lack the RNG states, and every field is optional in a record that `load` has validated."""

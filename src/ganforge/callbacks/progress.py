@@ -151,9 +151,10 @@ class IterationProgress(ProgressBar):
             return
         trained, seconds = pl_module.iteration - self._start_iteration, self._t_last - self._t0
         if trained > 0 and seconds > 0:
-            # train.log's record of the speed (ganforge-report reads it: TRAINED_RE).
+            # train.log's record of the speed (ganforge-report reads it: TRAINED_RE); the
+            # milliseconds keep a short run's time from reading as 0.
             log.info(
-                "training: %d iterations in %.1f s, %.3g it/s (setup and the final evaluation "
+                "training: %d iterations in %.3f s, %.3g it/s (setup and the final evaluation "
                 "not counted)",
                 trained,
                 seconds,

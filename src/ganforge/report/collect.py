@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ganforge.callbacks.progress import TRAINED_RE
-from ganforge.checkpoint import load_checkpoint
+from ganforge.checkpoint import stored_iteration
 from ganforge.errors import CheckpointError, DataError
 from ganforge.evaluation import flat_metrics
 
@@ -297,12 +297,10 @@ def _checkpoint_iteration(run: Run) -> int | None:
     if not path.is_file():
         return None
     try:
-        record = load_checkpoint(path)["ganforge"]
+        return stored_iteration(path)
     except CheckpointError as err:
         run.notes.append(str(err))
         return None
-    iteration = record.get("iteration") if isinstance(record, dict) else None
-    return int(iteration) if isinstance(iteration, int) else None
 
 
 def _timing(run: Run) -> None:
@@ -339,12 +337,11 @@ def _resumed_from(run: Run) -> int:
     if not ckpt:
         return 0
     try:
-        record = load_checkpoint(ckpt)["ganforge"]
+        return stored_iteration(ckpt)
     except CheckpointError:
         # The checkpoint it resumed from is gone: the rate is unknown, not made up.
         run.notes.append(f"resumed from {ckpt}, which is no longer readable: it/s left out")
         return run.iterations
-    return int(record.get("iteration", 0))
 
 
 def _read_evals(path: Path) -> list[dict[str, Any]]:
