@@ -103,6 +103,12 @@ def check_overrides(
     """Every override names a real key (or says how to add one), every config-group choice is
     an option of its group, and the result composes with no mandatory value left unset."""
     parsed = _parse(overrides)
+    # hydra.searchpath=[file://DIR] adds config folders (a loss, model or dataset yaml outside
+    # ganforge): the groups and options are read with them, as Hydra's own composition does.
+    search = [o for o in parsed if o.get_key_element() == "hydra.searchpath"]
+    if search:
+        loader._process_config_searchpath(config_name, search, loader.repository)
+    searchpath = [o.input_line for o in search if o.input_line]
     groups = [o for o in parsed if _is_group(loader, o)]
     values = [o for o in parsed if o not in groups]
     for override in groups:
@@ -113,7 +119,7 @@ def check_overrides(
     firsts = [_first(o) for o in values if _values(o)]
     for combo in combos:
         try:
-            base = _compose(loader, config_name, list(combo))
+            base = _compose(loader, config_name, [*searchpath, *combo])
             for override in values:
                 _check_key(base, override, loader)
             cfg = _compose(loader, config_name, [*combo, *firsts])
