@@ -104,7 +104,7 @@ def test_a_run_applies_and_logs_every_schedule() -> None:
     used: list[tuple[float, float, float]] = []
     logged: list[dict[str, float]] = []
     penalties: list[float] = []
-    step, log, d_pen = system._step_lr_decay, system.log_iteration_metrics, system._d_penalties
+    step, log, d_pen = system._step_lr_decay, system.log_iteration_metrics, system._judge
 
     def record_then_step() -> None:
         g, d = system.trainer.optimizers
@@ -120,7 +120,7 @@ def test_a_run_applies_and_logs_every_schedule() -> None:
 
     system._step_lr_decay = record_then_step
     system.log_iteration_metrics = lambda m: (logged.append(dict(m)), log(m))[1]
-    system._d_penalties = record_penalties
+    system._judge = record_penalties
     quiet_trainer().fit(system, dm)
     lr = [2e-4 * Cosine(1, 0.25, 4)(n) for n in range(6)]
     beta2 = [Cosine(0.9, 0.99, 4)(n) for n in range(6)]

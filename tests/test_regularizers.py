@@ -187,14 +187,18 @@ def test_r1_and_r2_take_the_gradient_of_the_unaugmented_image_through_diffaugmen
     )
     real, fake = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
     torch.manual_seed(1)
-    penalties = system._d_penalties(real, fake)
-    # By hand: D(T(x)) with T drawn from the same stream, in the table's order (R1, then R2);
-    # the gradient is w.r.t. x, the image before augmentation.
+    (d_real, _), _, penalties = system._judge(real, fake)
+    # By hand: D(T(x)) with T drawn from the same stream, in the loss's order (reals, then fakes:
+    # R1 and R2 read the loss's own forward); the gradient is w.r.t. x, the image before
+    # augmentation.
     torch.manual_seed(1)
     by_hand = {}
     for key, x, gamma in (("train/r1", real, 2.0), ("train/r2", fake, 3.0)):
         x = x.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(system.D(diff_augment(x, system.augment_policy)).sum(), x)
+        out = system.D(diff_augment(x, system.augment_policy))
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        if key == "train/r1":  # D's loss judged the reals through that same draw
+            torch.testing.assert_close(d_real, out)
         by_hand[key] = gamma / 2 * grad.flatten(1).pow(2).sum(1).mean()
         # Not the gradient at the augmented image: translation and cutout zero part of it.
         (plain,) = torch.autograd.grad(system.D(x).sum(), x)
@@ -262,6 +266,7 @@ def test_penalties_judge_reals_and_interpolates_with_real_labels_and_fakes_with_
     forward = system.D.forward
     system.D.forward = lambda x, y: seen.append(y) or forward(x, y)
     y_real, y_fake = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
-    penalties = system._d_penalties(torch.randn(4, 2), torch.randn(4, 2), y_real, y_fake)
+    penalties = system._judge(torch.randn(4, 2), torch.randn(4, 2), y_real, y_fake)[2]
     assert list(penalties) == ["train/gp", "train/r1", "train/r2"]
-    assert [y.tolist() for y in seen] == [[0] * 4, [0] * 4, [1] * 4]  # gp, R1, then R2
+    # The loss's forwards on reals (R1 reads it) and on fakes (R2), then the gp's interpolates.
+    assert [y.tolist() for y in seen] == [[0] * 4, [1] * 4, [0] * 4]

@@ -163,12 +163,17 @@ def spy_returns(monkeypatch: pytest.MonkeyPatch, name: str) -> list[float]:
     values: list[float] = []
 
     def spied(entry):
-        def function(*args, **kwargs):
-            out = entry.function(*args, **kwargs)
-            values.append(float(out.detach()))
-            return out
+        def spy(function):  # the entry's own forward, or its reading of D's loss forward
+            def recorded(*args, **kwargs):
+                out = function(*args, **kwargs)
+                values.append(float(out.detach()))
+                return out
 
-        return dataclasses.replace(entry, function=function)
+            return recorded if function is not None else None
+
+        return dataclasses.replace(
+            entry, function=spy(entry.function), of_outputs=spy(entry.of_outputs)
+        )
 
     table = ganforge.system.PENALTIES
     assert name in [p.function.__name__ for p in table]

@@ -8,6 +8,11 @@ same augmentation as in its loss (R3GAN's form: brownvc/R3GAN R3GAN/Trainer.py:2
 augmenting `Preprocessor` sits inside the graph from the samples to the logits).
 With PacGAN packing (`pack` = m > 1), one output depends on m consecutive samples: its input is
 the whole pack, so gradient norms are taken over the pack and averaged over packs.
+
+A penalty on the gradient at the batch's own images (R1 on the reals, R2 on the fakes) needs no
+forward of its own: when the batch requires grad before D's loss forward, it is read off that
+forward's outputs (`Penalty.of_outputs`), as R3GAN's Trainer.py:28-36 does. The same value as
+`r1_penalty(D, real)`'s own forward; one D forward (and one backward through it) fewer per batch.
 """
 
 from __future__ import annotations
@@ -23,14 +28,23 @@ if TYPE_CHECKING:  # settings.py imports this table to check the settings it nam
     from ganforge.settings import Settings
 
 
-def _input_grad_sq_norm(D: Callable[[Tensor], Tensor], x: Tensor, pack: int = 1) -> Tensor:
-    """Per-pack squared norm of dD(x)/dx, summed over pixels, kept in the graph (double backprop)
-    so the penalty can be minimised. `x` is detached first: the gradient is w.r.t. this input
-    alone, never through whatever made it (G, for fakes)."""
-    x = x.detach().requires_grad_(True)
-    out = D(x)
+def watched(x: Tensor) -> Tensor:
+    """`x` as an input whose gradient D's outputs can give: detached first, so the gradient is
+    w.r.t. this input alone, never through whatever made it (G, for fakes)."""
+    return x.detach().requires_grad_(True)
+
+
+def input_grad_sq_norm(out: Tensor, x: Tensor, pack: int = 1) -> Tensor:
+    """Per-pack squared norm of d(sum of D's outputs `out`)/dx, summed over pixels, kept in the
+    graph (double backprop) so the penalty can be minimised; `x` is `watched`, then seen by D."""
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.reshape(x.shape[0] // pack, -1).pow(2).sum(1)
+
+
+def zero_centred(out: Tensor, x: Tensor, pack: int = 1) -> Tensor:
+    """E[||grad D(x)||^2] from D's outputs `out` on the `watched` batch `x`: R1 on reals, R2 on
+    fakes (Mescheder et al. 2018)."""
+    return input_grad_sq_norm(out, x, pack).mean()
 
 
 def gradient_penalty(
@@ -46,27 +60,30 @@ def gradient_penalty(
     because each output depends only on its own input (true unless D mixes samples, e.g. BatchNorm;
     the WGAN-GP paper drops BatchNorm from the critic for exactly this reason). A packed D gets one
     interpolation weight per pack: x_hat lies on the segment between a real and a fake *pack*.
+    The interpolates are no batch D's loss sees: this penalty always runs its own forward.
     """
     n_packs = real.shape[0] // pack
     eps_shape = (n_packs,) + (1,) * (real.dim() - 1)
     eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype, generator=generator)
     eps = eps.repeat_interleave(pack, dim=0)
-    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    x_hat = watched(eps * real.detach() + (1 - eps) * fake.detach())
     # +1e-12 keeps the sqrt differentiable where the gradient is exactly zero.
-    norm = (_input_grad_sq_norm(D, x_hat, pack) + 1e-12).sqrt()
+    norm = (input_grad_sq_norm(D(x_hat), x_hat, pack) + 1e-12).sqrt()
     return (norm - 1).pow(2).mean()
 
 
 def r1_penalty(D: Callable[[Tensor], Tensor], real: Tensor, pack: int = 1) -> Tensor:
     """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] on real data; the caller applies gamma / 2."""
-    return _input_grad_sq_norm(D, real, pack).mean()
+    x = watched(real)
+    return zero_centred(D(x), x, pack)
 
 
 def r2_penalty(D: Callable[[Tensor], Tensor], fake: Tensor, pack: int = 1) -> Tensor:
     """R2 (Mescheder et al. 2018, beside R1; both every step in R3GAN, Huang et al. 2024):
     E[||grad D(x)||^2] on generated data, the gradient w.r.t. the fakes only; the caller applies
     gamma / 2."""
-    return _input_grad_sq_norm(D, fake, pack).mean()
+    x = watched(fake)
+    return zero_centred(D(x), x, pack)
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,10 @@ class Penalty:
     interval: str | None
     needs: Literal["real", "fake", "both"]  # which batch the function reads
     scale: float  # R1 and R2 are written gamma/2 * R in their papers
-    function: Callable[..., Tensor]
+    function: Callable[..., Tensor]  # of D (a callable) and the batch(es), with its own forward
+    # The same value from D's outputs on the `needs` batch, `watched` before D's loss forward
+    # saw it: (outputs, batch, pack) -> penalty. None: the penalty needs a forward of its own.
+    of_outputs: Callable[[Tensor, Tensor, int], Tensor] | None = None
 
     def __call__(
         self,
@@ -92,8 +112,9 @@ class Penalty:
         fake: Tensor,
         pack: int = 1,
     ) -> Tensor:
-        """The unweighted penalty on this D update's batches: `D` judges reals (and interpolates,
-        which keep the reals' labels), `D_fake` fakes (with the labels G was asked for)."""
+        """The unweighted penalty on this D update's batches, by its own forward: `D` judges reals
+        (and interpolates, which keep the reals' labels), `D_fake` fakes (with the labels G was
+        asked for)."""
         if self.needs == "real":
             return self.function(D, real, pack=pack)
         if self.needs == "fake":
@@ -116,6 +137,6 @@ PENALTIES: tuple[Penalty, ...] = (
     Penalty("gp", "train/gp", "gp_weight", None, "both", 1.0, gradient_penalty),
     # R1 (Mescheder et al. 2018) on reals and R2 on fakes: R3GAN's (gamma/2) * (R1 + R2) with
     # gamma = r1_gamma = r2_gamma (brownvc/R3GAN R3GAN/Trainer.py:35-41), every step by default.
-    Penalty("r1", "train/r1", "r1_gamma", "r1_interval", "real", 0.5, r1_penalty),
-    Penalty("r2", "train/r2", "r2_gamma", "r2_interval", "fake", 0.5, r2_penalty),
+    Penalty("r1", "train/r1", "r1_gamma", "r1_interval", "real", 0.5, r1_penalty, zero_centred),
+    Penalty("r2", "train/r2", "r2_gamma", "r2_interval", "fake", 0.5, r2_penalty, zero_centred),
 )

@@ -18,6 +18,7 @@ NaN loss does (`nan_guard.py`), the global RNG states (`rng.py`) and the checkpo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import Callable, Iterable
@@ -37,7 +38,7 @@ from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
-from ganforge.regularizers import PENALTIES
+from ganforge.regularizers import PENALTIES, watched
 from ganforge.rng import set_rng_states
 from ganforge.schedules import Schedules, ema_decay_at  # noqa: F401 (benchmark.py imports it)
 from ganforge.settings import Settings
@@ -153,13 +154,11 @@ class GANSystem(L.LightningModule):
                 with torch.no_grad():
                     # D sees detached fakes: its step must not move G.
                     fake = self._g(self.G, z, y_fake)
-                (d_real, c_real), (d_fake, _) = self._d(real, y_real), self._d(fake, y_fake)
+                (d_real, c_real), (d_fake, _), penalties = self._judge(real, fake, y_real, y_fake)
                 d_adv = self.loss.discriminator(d_real, d_fake)
                 # ACGAN's classifier learns from real labels only: a fake's label is what G was
                 # asked for, not what it drew.
                 d_aux = self._aux_loss(c_real, y_real)
-                with eager():  # double backward cannot run through compiled graphs
-                    penalties = self._d_penalties(real, fake, y_real, y_fake)
                 d_loss = d_adv + d_aux + sum(penalties.values(), 0.0)
                 # The terms, logged beside the sum: d_aux for an ACGAN (else it is 0.0), each
                 # penalty where it was applied.
@@ -243,27 +242,37 @@ class GANSystem(L.LightningModule):
             return 0.0
         return self.settings.aux_weight * F.cross_entropy(class_logits, y)
 
-    def _d_penalties(
+    def _judge(
         self, real: Tensor, fake: Tensor, y: Tensor | None = None, y_fake: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """The penalties of `regularizers.PENALTIES` due in this D update, on D as trained: with
-        the labels (interpolates keep the reals') and through DiffAugment. Keyed by metric name,
-        each weighted as it is added to D's loss."""
-
-        def critic(x: Tensor) -> Tensor:
-            return self._d(x, y)[0]
-
-        def fake_critic(x: Tensor) -> Tensor:
-            return self._d(x, y_fake)[0]
-
+    ) -> tuple[tuple[Tensor, Tensor | None], tuple[Tensor, Tensor | None], dict[str, Tensor]]:
+        """D's outputs on one D update's reals and fakes, and the penalties of
+        `regularizers.PENALTIES` due in it, on D as trained: with the labels (interpolates keep
+        the reals') and through DiffAugment. Keyed by metric name, each weighted as it is added to
+        D's loss. R1 and R2 are read off the loss's own forward (R3GAN's Trainer.py:28-36): the
+        batch they need is watched before D sees it; the gradient penalty runs its own."""
+        due = [(p, p.due(self.settings, self.iteration)) for p in PENALTIES]
+        scale = self.schedules.penalty_scale(self.iteration)
+        due = [(p, factor * scale) for p, factor in due if factor * scale]
+        shared = {p.needs for p, _ in due if p.of_outputs is not None}
+        real = watched(real) if "real" in shared else real
+        fake = watched(fake) if "fake" in shared else fake
+        # Double backward cannot run through compiled graphs: a forward a penalty reads, and a
+        # penalty's own, run eagerly.
+        with eager() if shared else contextlib.nullcontext():
+            judged = {"real": self._d(real, y), "fake": self._d(fake, y_fake)}
         penalties: dict[str, Tensor] = {}
-        for penalty in PENALTIES:
-            factor = penalty.due(self.settings, self.iteration)
-            factor *= self.schedules.penalty_scale(self.iteration)
-            if factor:
-                value = penalty(critic, real, fake_critic, fake, pack=self.pack)
-                penalties[penalty.metric] = factor * value
-        return penalties
+        for penalty, factor in due:
+            if penalty.of_outputs is not None:
+                x = real if penalty.needs == "real" else fake
+                value = penalty.of_outputs(judged[penalty.needs][0], x, self.pack)
+            else:
+                with eager():
+                    value = penalty(
+                        lambda x: self._d(x, y)[0], real,
+                        lambda x: self._d(x, y_fake)[0], fake, pack=self.pack,
+                    )  # fmt: skip
+            penalties[penalty.metric] = factor * value
+        return judged["real"], judged["fake"], penalties
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Runs after AMP has unscaled the gradients, so clipping and norms are in true units.
