@@ -27,6 +27,7 @@ from ganforge.evaluation.identity import LOADER_KEYS
 from ganforge.metrics.fetch_inception import ensure_weights
 from ganforge.metrics.files import atomic_write_bytes
 from ganforge.metrics.registry import INCEPTION
+from ganforge.models.protocols import run_generator
 from ganforge.outputs import writable_file
 from ganforge.train import config_dir
 
@@ -194,10 +195,8 @@ def _check_fits(
     another shape) would otherwise fail, or mean nothing, after the reference statistics."""
     z = torch.zeros(1, generator.z_dim, device=device)
     n_classes = getattr(generator, "n_classes", None)
-    x = (
-        generator(z)
-        if not n_classes
-        else generator(z, torch.zeros(1, dtype=torch.long, device=device))
+    x = run_generator(
+        generator, z, torch.zeros(1, dtype=torch.long, device=device) if n_classes else None
     )
     if datamodule.is_image:
         size = datamodule.image_size
@@ -264,7 +263,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
     @torch.no_grad()
     def generate(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return generator(z) if y is None else generator(z, y)
+        return run_generator(generator, z, y)
 
     results = evaluator(
         generate,

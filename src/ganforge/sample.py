@@ -20,7 +20,7 @@ from ganforge.callbacks.samples import scatter_image
 from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
 from ganforge.metrics.files import atomic_write_bytes
-from ganforge.models.protocols import check_generator, is_image
+from ganforge.models.protocols import check_generator, is_image, run_generator
 from ganforge.outputs import writable_file
 from ganforge.train import config_dir
 
@@ -62,11 +62,9 @@ def class_labels(n_classes: int | None, n: int, label: int | None, per_row: int)
 
 @torch.no_grad()
 def generate(net: nn.Module, z: Tensor, y: Tensor | None, batch: int = 256) -> Tensor:
-    # Unconditional generators are called with z alone (models/protocols.py).
     out = []
     for i in range(0, z.shape[0], batch):
-        zi = z[i : i + batch]
-        out.append(net(zi) if y is None else net(zi, y[i : i + batch]))
+        out.append(run_generator(net, z[i : i + batch], None if y is None else y[i : i + batch]))
     return torch.cat(out)
 
 

@@ -13,6 +13,7 @@ evaluations use the evaluator's own, smaller count.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -157,12 +158,7 @@ class PeriodicEvaluation(L.Callback):
             atomic_save_checkpoint(trainer, path)
 
     def _generate(self, pl_module: Any):
-        def generate(z, y):
-            if y is None:
-                return pl_module.generate(z, ema=self.ema)
-            return pl_module.generate(z, y, ema=self.ema)
-
-        return generate
+        return functools.partial(pl_module.generate, ema=self.ema)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": dict(self.best)}
