@@ -33,11 +33,14 @@ import logging
 import math
 import os
 import platform
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +261,153 @@ def paper_samples(protocol: dict[str, Any], metric: str) -> int | None:
     return counts.get(metric) if isinstance(counts, dict) else counts
 
 
+# --- the training processes ----------------------------------------------------------------------
+# What stops the harness from a terminal, `kill` or a closed session; each stops its children.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# How long a stopped ganforge-train may take to save its checkpoint (it does so after its current
+# iteration, IterationCheckpoint) before it is killed.
+GRACE_S = 30.0
+LOCK_FILE = "reproduce.lock"
+
+
+class Stopped(Exception):
+    """A stop signal reached the harness (raised in the main thread by its handler)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Children:
+    """The ganforge-train processes this harness started. When the harness is stopped or fails,
+    all are stopped together, SIGTERM first (each saves a checkpoint after its current iteration)
+    and SIGKILL after `grace_s`, and waited for: a child left training would write into the run
+    directory of the next `ganforge-reproduce` with the same arguments."""
+
+    def __init__(self, grace_s: float = GRACE_S) -> None:
+        self.grace_s = grace_s
+        self.stopping = False
+        self.hurry = False  # a second signal: kill now
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def run(
+        self, command: list[str], on_start: Callable[[int], None] | None = None, **kwargs: Any
+    ) -> int | None:
+        """Run `command` to its end and return its exit code; None if the harness is stopping
+        (nothing started). `on_start` gets the new process's pid."""
+        with self._lock:  # no child starts after stop() took its list
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(command, **kwargs)
+            self._running.add(proc)
+        try:
+            if on_start is not None:
+                on_start(proc.pid)
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def stop(self) -> int:
+        """Stop every running child and wait for it; how many there were."""
+        with self._lock:
+            self.stopping = True
+            procs = list(self._running)
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + self.grace_s
+        while any(p.poll() is None for p in procs):
+            if self.hurry or time.monotonic() > deadline:
+                for proc in procs:
+                    proc.kill()
+                for proc in procs:
+                    proc.wait()
+                break
+            time.sleep(0.1)
+        return len(procs)
+
+
+def claim(folder: Path) -> Path:
+    """Lock `folder` for this harness: one clear error if another ganforge-reproduce (or the
+    training it started, which outlives a harness killed with SIGKILL) is using it; a lock
+    whose processes are all gone is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _read_lock(path)
+            alive = [pid for pid, started in holder.get("processes", []) if _alive(pid, started)]
+            if alive and holder.get("host") == socket.gethostname():
+                raise GanforgeError(
+                    f"{folder} is in use by another ganforge-reproduce or its training (pid "
+                    f"{', '.join(map(str, alive))}, see {path}); wait for it to finish or stop "
+                    f"it (kill {alive[0]}), then run this command again to resume"
+                ) from None
+            # (Another machine's processes cannot be asked: a shared folder in use there is
+            # refused by the harness there.)
+            log.warning("%s: taking over the lock of a stopped harness (%s)", folder, holder)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(_lock_record(), f)
+        return path
+    raise GanforgeError(f"{path} is being claimed by another process; run the command again")
+
+
+def note_child(lock: Path, pid: int) -> None:
+    """Record the training process in the lock, so that a rerun also finds a child left by a
+    harness killed without a chance to stop it (SIGKILL)."""
+    tmp = lock.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_lock_record(pid)))
+    os.replace(tmp, lock)
+
+
+def release(lock: Path) -> None:
+    if _read_lock(lock).get("processes", [[None]])[0][0] == os.getpid():
+        lock.unlink(missing_ok=True)
+
+
+def _lock_record(child: int | None = None) -> dict[str, Any]:
+    pids = [os.getpid()] + ([child] if child is not None else [])
+    return {"host": socket.gethostname(), "processes": [[p, _start_time(p)] for p in pids]}
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # unreadable or half written: nobody's
+    return data if isinstance(data, dict) else {}
+
+
+def _start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid it names
+    one process, as pids are reused. None without /proc (macOS) or for a finished process."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _alive(pid: Any, started: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    now = _start_time(pid)
+    if now is None:
+        return not Path("/proc").is_dir()  # a zombie, or no /proc to tell: alive is all we know
+    return started is None or now == started
+
+
 # --- running one seed -----------------------------------------------------------------------------
 def run_dir(opts: Options, variant: Variant, iterations: int, seed: int) -> Path:
     return opts.out / opts.experiment / variant.name / f"iters_{iterations}" / f"seed_{seed}"
@@ -383,7 +533,13 @@ def train_command(
 
 
 def run_seed(
-    opts: Options, job: SeedRun, iterations: int, threads: int, protocol: dict[str, Any] | None
+    opts: Options,
+    job: SeedRun,
+    iterations: int,
+    threads: int,
+    protocol: dict[str, Any] | None,
+    children: Children,
+    lock: Path,
 ) -> SeedRun:
     done = job.run_dir / RESULT_FILE
     if done.is_file():
@@ -416,12 +572,28 @@ def run_seed(
         with open(job.run_dir / "train.log", "a") as out:
             out.write(f"$ {' '.join(command)}\n")
             out.flush()
-            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            code = children.run(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                on_start=lambda pid: note_child(lock, pid),
+            )
     wall = time.monotonic() - started
+    if children.stopping:
+        job.error = "stopped with the harness; run the same command again to resume"
+        return job
     if code != 0:
         tail = (job.run_dir / "train.log").read_text().strip().splitlines()[-1:] or [""]
         job.error = (
             f"ganforge-train exited with {code} ({tail[0][:200]}); see {job.run_dir}/train.log"
+        )
+        return job
+    if checkpoint.is_readable(last) and (reached := checkpoint.load(last).iteration) < iterations:
+        # A clean stop on a signal sent to the training process alone: not a finished run.
+        job.error = (
+            f"ganforge-train stopped at iteration {reached} of {iterations} (a signal?); run the "
+            f"same command again to resume; see {job.run_dir}/train.log"
         )
         return job
     try:
@@ -651,8 +823,10 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 # --- the command ----------------------------------------------------------------------------------
-def reproduce(opts: Options) -> dict[str, Any]:
-    """Run (or resume) every variant x seed, evaluate, write and return the summary."""
+def reproduce(opts: Options, children: Children | None = None) -> dict[str, Any]:
+    """Run (or resume) every variant x seed, evaluate, write and return the summary. Whatever
+    ends it early (an exception, or a signal raised as one, see `main`) stops the training
+    processes first."""
     variants = compose_variants(opts)
     if opts.extend:
         check_extendable(variants, opts)
@@ -674,15 +848,29 @@ def reproduce(opts: Options) -> dict[str, Any]:
     ]
     for job in jobs if opts.extend else []:  # every check before any training
         plan_extension(opts, job, iterations[job.variant.name])
-    with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-        list(
-            pool.map(
-                lambda j: run_seed(
-                    opts, j, iterations[j.variant.name], threads, protocols[j.variant.name]
-                ),
-                jobs,
-            )
-        )
+    children = Children() if children is None else children
+    locks: list[Path] = []
+    pool = ThreadPoolExecutor(max_workers=opts.jobs)
+    try:
+        for job in jobs:  # a run directory in use: refused here, the claims made so far let go
+            locks.append(claim(job.run_dir))
+        futures = [
+            pool.submit(run_seed, opts, job, iterations[job.variant.name], threads,
+                        protocols[job.variant.name], children, lock)
+            for job, lock in zip(jobs, locks, strict=True)
+        ]  # fmt: skip
+        for future in futures:
+            future.result()
+    except BaseException as err:
+        # A signal (Stopped), Ctrl-C in a library call, or a bug: no training outlives us.
+        if stopped := children.stop():
+            log.error("%s: stopped %d training process(es) and waited for them",
+                      type(err).__name__, stopped)  # fmt: skip
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for lock in locks:
+            release(lock)
     summary = summarize(variants, jobs, iterations, opts)
     stem = (
         opts.out
@@ -702,16 +890,46 @@ def main(argv: Sequence[str] | None = None) -> None:
     if {"-h", "--help", "help"} & set(args):
         print(__doc__)
         return
+    children = Children()
+    previous = _stop_on_signals(children)
     try:
         opts = parse_args(args)
-        summary = reproduce(opts)
+        summary = reproduce(opts, children)
+    except Stopped as stop:
+        log.error(
+            "ganforge-reproduce stopped by %s: its training processes were stopped (each saved "
+            "a checkpoint when it could); run the same command again to resume",
+            stop,
+        )
+        sys.exit(128 + stop.signum)
     except GanforgeError as err:
         log.error("%s: %s", type(err).__name__, err)
         sys.exit(2)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(markdown(summary))
     print("written:", *summary["files"])
     if any(r.get("error") for r in summary["runs"]):
         sys.exit(1)
+
+
+def _stop_on_signals(children: Children) -> dict[int, Any]:
+    """SIGTERM, SIGINT and SIGHUP raise Stopped in the main thread (wherever it waits), so that
+    `reproduce` stops its children on the way out; a second one while they are being stopped
+    kills them at once instead of waiting for their checkpoints. Returns the handlers replaced."""
+    fired = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if fired.is_set():
+            children.hurry = True
+            return
+        fired.set()
+        raise Stopped(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (a library caller's thread)
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
 
 if __name__ == "__main__":
