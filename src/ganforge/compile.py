@@ -5,9 +5,10 @@ state-dict keys) as it was, so a compiled run's checkpoint is an eager run's che
 `_orig_mod.` prefix, and it resumes, samples and evaluates with or without compile.
 
 What is compiled, and what stays eager (the run's first log line names each):
-- G's and D's forwards (and so their backwards): every training update.
-- D inside the penalties (gradient penalty, R1, R2) stays eager: they backpropagate through a
-  gradient (create_graph=True), and AOTAutograd's compiled graphs do not support double backward.
+- G's and D's forwards (and so their backwards): every training update; an ACGAN's D.judge too.
+- D stays eager where a penalty differentiates it (create_graph=True; AOTAutograd's compiled
+  graphs have no double backward): the gradient penalty's own forward on interpolates, and, in
+  the D updates where R1 or R2 is due, D's loss forward they are read off (system.py, _judge).
 - A network with parametrized weights (spectral norm) stays eager (see PARAMETRIZED).
 - The EMA generator stays eager: it only samples, every few hundred iterations.
 
@@ -35,6 +36,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ganforge.errors import ConfigError
+from ganforge.regularizers import PENALTIES
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +130,34 @@ def compile_system(system: Any) -> None:
             continue
         net.compile(mode=mode, dynamic=s.compile_dynamic)
         compiled.append(name)
-    weights = {"gradient penalty": s.gp_weight, "R1": s.r1_gamma, "R2": s.r2_gamma}
-    penalties = [name for name, weight in weights.items() if weight]
-    if penalties and "D" in compiled:
-        eager.append(f"D in the {' and '.join(penalties)} (double backward is not compilable)")
-    what = " and ".join(compiled) or "nothing"
+    if "D" in compiled and s.conditional == "acgan":
+        # An ACGAN's training step calls D.judge (logits and class logits), not D's __call__:
+        # judge is compiled too, as an instance attribute (outside the state dict), once.
+        if "judge" not in vars(system.D):
+            system.D.judge = torch.compile(system.D.judge, mode=mode, dynamic=s.compile_dynamic)
+        compiled.append("D.judge")
+    if "D" in compiled:
+        eager += _eager_for_penalties(s)
+    what = ", ".join(compiled) or "nothing"
     log.info("torch.compile (mode=%s): %s; eager: %s", mode, what, "; ".join(eager))
     system.compile_report.start()
+
+
+def _eager_for_penalties(settings: Any) -> list[str]:
+    """Where the penalties switched on run D eagerly: they backpropagate through an input
+    gradient (create_graph=True), and AOTAutograd's compiled graphs have no double backward."""
+    on = [p for p in PENALTIES if getattr(settings, p.weight)]
+    own = [p.name for p in on if p.of_outputs is None]
+    shared = [p.name for p in on if p.of_outputs is not None]
+    eager = []
+    if own:
+        eager.append(f"D where {' and '.join(own)} runs it (double backward)")
+    if shared:
+        eager.append(
+            f"D in the D updates where {' or '.join(shared)} is due (read off D's loss forward: "
+            "double backward)"
+        )
+    return eager
 
 
 # Spectral norm's power iteration updates its u, v buffers in place at every training call; a
