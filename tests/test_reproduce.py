@@ -22,12 +22,14 @@ from omegaconf import OmegaConf
 from conftest import compose_train
 from fakes import write_cifar
 from ganforge import checkpoint
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, DataError
+from ganforge.report.table import fmt
 from ganforge.reproduce import (
     Variant,
-    _row,
     evaluate_run,
     main,
+    markdown,
+    metric_row,
     paper_samples,
     parse_args,
     protocol_of,
@@ -129,20 +131,20 @@ def variant() -> Variant:
 
 def test_row_reports_spread_comparability_and_per_seed_values() -> None:
     paper = {"mean": 17.3, "err": 0.8}
-    row = _row(variant(), "val/modes_captured", [(0, 16.0), (1, 18.0), (2, 17.0)], {2500},
+    row = metric_row(variant(), "val/modes_captured", [(0, 16.0), (1, 18.0), (2, 17.0)], {2500},
                paper, 400000, 400000, {"n_samples": 2500})  # fmt: skip
     assert row["mean"] == pytest.approx(17.0) and row["std"] == pytest.approx(1.0) and row["n"] == 3
     assert row["per_seed"] == {"0": 16.0, "1": 18.0, "2": 17.0}
     assert row["paper_within_2std"] is True and row["note"] == ""
-    short = _row(variant(), "val/modes_captured", [(0, 3.0), (1, 4.0)], {250}, paper, 5000,
+    short = metric_row(variant(), "val/modes_captured", [(0, 3.0), (1, 4.0)], {250}, paper, 5000,
                  400000, {"n_samples": 2500})  # fmt: skip
     assert short["paper_within_2std"] is False
     assert "5,000 of the paper's 400,000 iterations" in short["note"]
     assert "['250'] samples vs the paper's 2500" in short["note"]
-    one = _row(variant(), "val/modes_captured", [(0, 17.0)], {2500}, paper, 10, None, {})
+    one = metric_row(variant(), "val/modes_captured", [(0, 17.0)], {2500}, paper, 10, None, {})
     assert one["std"] is None and one["paper_within_2std"] is None  # no spread from one seed
-    missing = _row(variant(), "test/parzen_log_likelihood", [], set(), {"mean": 225, "err": 2},
-                   10, None, {})  # fmt: skip
+    missing = metric_row(variant(), "test/parzen_log_likelihood", [], set(),
+                         {"mean": 225, "err": 2}, 10, None, {})  # fmt: skip
     assert missing["n"] == 0 and "not measured" in missing["note"]
 
 
@@ -156,6 +158,34 @@ def test_image_runs_are_read_from_their_last_logged_evaluation(tmp_path: Path) -
     metrics, samples, note = evaluate_run(tmp_path, {"n_samples": 2500, "min_per_mode": 1})
     assert metrics == {"val/fid": 61.25, "val/kid": 0.04}  # the last evaluation, not the best
     assert samples == {"val/fid": 250, "val/kid": 250} and "iteration 200" in note
+
+
+def test_a_damaged_metrics_file_is_one_error_naming_the_line(tmp_path: Path) -> None:
+    """The run's CSV is read by ganforge-report's reader: a damaged row is a DataError (the run
+    gets an error in the table), not a ValueError out of the harness."""
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("step,val/fid\n100,80.5\n200,oops\n")
+    OmegaConf.save(OmegaConf.create({"data": {"channels": 1}}), tmp_path / "config_resolved.yaml")
+    with pytest.raises(DataError, match=r"line 3: val/fid='oops' is not a number"):
+        evaluate_run(tmp_path, None)
+
+
+def test_the_table_reads_numbers_as_ganforge_report_does() -> None:
+    """One formatter (4 significant digits, an em dash for no value) and one mean ± std (a NaN
+    seed gives a NaN mean, an infinite reverse KL an infinite one) for both commands."""
+    paper = {"mean": 17.3, "err": 0.8}
+    row = metric_row(variant(), "val/modes_captured", [(0, 16.123), (1, 18.456)], {2500}, paper,
+                     10, None, {})  # fmt: skip
+    summary = {"experiment": "pacgan_ring", "date": "d", "machine": "m", "torch": "t",
+               "seeds": 2, "jobs": 1, "overrides": [], "source": None, "rows": [row]}  # fmt: skip
+    table = markdown(summary)
+    spread = f"{fmt(row['mean'])} ± {fmt(row['std'])}"
+    assert f"| {spread} (2) | 0: 16.12, 1: 18.46 |" in table and spread == "17.29 ± 1.65"
+    assert "Paper: —." in table and "| 17.3 ± 0.8 |" in table
+    nan = metric_row(variant(), "val/reverse_kl", [(0, 1.0), (1, math.nan)], {1}, None, 1, None, {})
+    inf = metric_row(variant(), "val/reverse_kl", [(0, 1.0), (1, math.inf)], {1}, None, 1, None, {})
+    assert math.isnan(nan["mean"]) and "NaN" in nan["note"] and nan["std"] is None
+    assert inf["mean"] == math.inf and "infinite reverse KL" in inf["note"]
 
 
 # --- end to end: table rows, JSON, a killed run resumed -------------------------------------------
@@ -268,8 +298,8 @@ def test_image_protocol_names_each_metrics_paper_sample_count() -> None:
     protocol = protocol_of(cfg)
     assert protocol is not None and paper_samples(protocol, "val/fid") == 5000
     assert paper_samples(protocol, "val/kid") is None  # the paper did not compute it
-    row = _row(variant(), "val/fid", [(0, 90.0)], {250}, {"mean": 21.7, "err": 0.21}, 2, 50000,
-               protocol)  # fmt: skip
+    row = metric_row(variant(), "val/fid", [(0, 90.0)], {250}, {"mean": 21.7, "err": 0.21}, 2,
+                     50000, protocol)  # fmt: skip
     assert "['250'] samples vs the paper's 5000" in row["note"]
     for bad in ({"val/fid": 0}, {"val/fid": "many"}):
         cfg.paper.protocol.n_samples = bad

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from ganforge.errors import GanforgeError
-from ganforge.reproduce import (
+from ganforge.reproduce import main
+from ganforge.reproduce.processes import (
     LOCK_FILE,
     Children,
     _start_time,
     claim,
-    main,
     note_child,
     release,
 )

@@ -8,7 +8,6 @@ arguments like the other commands and turns user errors into one line and exit c
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ from rich.text import Text
 
 from ganforge.cli import check_writable, report_user_errors
 from ganforge.errors import ConfigError, DataError
+from ganforge.report import arguments
 from ganforge.report.collect import (
     Run,
     find_runs,
@@ -42,6 +42,7 @@ from ganforge.report.table import (
     format_value,
     group_n_text,
     health_text,
+    markdown_table,
     status_text,
 )
 
@@ -78,50 +79,30 @@ class Options:
 
 
 def parse_args(argv: list[str]) -> Options:
-    paths: list[Path] = []
-    values: dict[str, str] = {}
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg and not Path(arg).exists():
-            arg = arg[2:]  # --out=DIR, as argparse would take it
-        key, eq, value = arg.partition("=")
-        if eq and key in OPTIONS:
-            values[key] = value
-        elif eq and not Path(arg).exists():
-            near = difflib.get_close_matches(key, OPTIONS, n=1)
-            hint = f"did you mean {near[0]}={value}? " if near else ""
-            raise ConfigError(
-                f"{arg}: unknown option {key!r}; {hint}the options are {', '.join(OPTIONS)} "
-                "(ganforge-report --help)"
-            )
-        else:
-            paths.append(Path(arg))
-    if not paths:
+    args = arguments.split(argv, OPTIONS, "ganforge-report PATH [key=value ...]", paths=True)
+    if not args.others:
         raise ConfigError(
             "no PATH given: ganforge-report PATH [PATH ...], e.g. "
             "ganforge-report outputs/train/multiruns/<time>"
         )
-    opts = Options(paths=paths)
-    if "out" in values:
-        opts.out = Path(values["out"])
-    opts.metric = values.get("metric") or None
-    if values.get("group_by"):
-        opts.group_by = [k.strip() for k in values["group_by"].strip("[]").split(",") if k.strip()]
-    opts.direction = values.get("direction") or None
-    opts.rank_by = values.get("rank_by", "final")
-    if "stale_after" in values:
-        try:
-            opts.stale_after = float(values["stale_after"])
-        except ValueError:
-            raise ConfigError(
-                f"stale_after={values['stale_after']} must be a number of seconds"
-            ) from None
-    return opts
+    values = args.values
+    return Options(
+        paths=[Path(p) for p in args.others],
+        out=Path(values["out"]) if "out" in values else None,
+        metric=values.get("metric") or None,
+        group_by=arguments.names(values["group_by"]) if values.get("group_by") else None,
+        direction=values.get("direction") or None,
+        rank_by=values.get("rank_by", "final"),
+        stale_after=arguments.positive_number("stale_after", values["stale_after"], "seconds")
+        if "stale_after" in values
+        else 600.0,
+    )
 
 
 def _check(opts: Options) -> None:
     """The options' own values, before any run is read."""
     check_ranking(opts.direction, opts.rank_by)
-    if not opts.stale_after > 0:
+    if not opts.stale_after > 0:  # Options built in code, not parsed
         raise ConfigError(f"stale_after={opts.stale_after} must be a positive number of seconds")
 
 
@@ -314,15 +295,6 @@ def run_rows(table: Table, compact: bool = False) -> tuple[list[str], list[list[
     return head, rows
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def to_markdown(table: Table, sweeps: list[OptunaSweep], sources: list[str], generated: str) -> str:
     parts = [f"# ganforge report\n\n{', '.join(sources)} · {len(table.rows)} runs · {generated}\n"]
     if table.metric:
@@ -330,10 +302,10 @@ def to_markdown(table: Table, sweeps: list[OptunaSweep], sources: list[str], gen
             f"Metric `{table.metric}` ({table.direction}); groups ranked by the mean of each "
             f"run's {table.rank_by} value; ± is the sample standard deviation over seeds.\n"
         )
-        parts.append("## Groups\n\n" + _md_table(*group_rows(table)))
+        parts.append("## Groups\n\n" + markdown_table(*group_rows(table)))
     if table.notes:
         parts.append("\n".join(f"- {n}" for n in table.notes) + "\n")
-    parts.append("## Runs\n\n" + _md_table(*run_rows(table)))
+    parts.append("## Runs\n\n" + markdown_table(*run_rows(table)))
     parts.append(
         "Wall time: from `config_resolved.yaml` to the last write of `csv/metrics.csv` (setup "
         "and evaluations included); it/s: the iterations trained in that time.\n"
@@ -353,10 +325,10 @@ def to_markdown(table: Table, sweeps: list[OptunaSweep], sources: list[str], gen
             ]
             for t, b in zip(s.trials, s.best_so_far(), strict=True)
         ]
-        parts.append(_md_table(head, rows))
+        parts.append(markdown_table(head, rows))
         if s.importances:
             parts.append(
-                _md_table(
+                markdown_table(
                     ["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in s.importances.items()]
                 )
             )

@@ -263,7 +263,9 @@ def read_metrics(path: Path, may_be_writing: bool) -> tuple[dict[str, Series], b
                     f"{path} line {number}: {name}={value!r} is not a number; the file is "
                     "damaged: delete that line (or the run) and report again"
                 ) from None
-    return {k: sorted(v) for k, v in series.items() if v}, cut
+    # By iteration only (a stable sort): a resumed run that logged an iteration again keeps the
+    # later write last, as the newer value.
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in series.items() if v}, cut
 
 
 def _log_lines(path: Path) -> tuple[str | None, str | None]:

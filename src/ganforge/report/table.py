@@ -354,6 +354,8 @@ def format_value(value: Any) -> str:
 
 
 def fmt(value: float | None) -> str:
+    """Every number in ganforge-report's and ganforge-reproduce's tables: 4 significant digits,
+    an em dash for no value."""
     if value is None:
         return "—"
     if not math.isfinite(value):
@@ -367,6 +369,15 @@ def fmt_stat(s: Stat) -> str:
     if s.std is None:
         return fmt(s.mean)
     return f"{fmt(s.mean)} ± {fmt(s.std)}"
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def status_text(run: Run) -> str:
