@@ -1,15 +1,22 @@
 """The GAN system's training settings: one typed record of plain values, checked once, here.
 
-`conf/system/default.yaml` sets them (comments there say what each does); `GANSystem(G, D, loss,
-g_optimizer, d_optimizer, meta, **settings)` takes them as keywords, so a notebook or a test
-writes `GANSystem(..., n_critic=5, ema_decay=None)`. Each error names the config key the user
-types: `train.max_iters`, `optim.decay` and `model.conditional` are read from other groups.
-The NaN policy's three settings are checked by `NanGuard`, which they configure.
+This record is the one owner of each setting's name, default and meaning. The config's `system`
+node is its fields at their defaults (registered below as `system_settings`, which
+`conf/system/default.yaml` pulls in; that file sets only what is read from other groups), so
+`ganforge-train system.n_critic=2` works for every field and `ganforge-train --cfg job` lists
+them all. `GANSystem(G, D, loss, g_optimizer, d_optimizer, meta, **settings)` takes them as
+keywords, so a notebook or a test writes `GANSystem(..., n_critic=5, ema_decay=None)`. Each error
+names the config key the user types: `train.max_iters`, `optim.decay` and `model.conditional`
+are read from other groups. The NaN policy's three settings are checked by `NanGuard`, which they
+configure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
 
 from ganforge.compile import check_backend, check_dynamic, check_mode
 from ganforge.errors import ConfigError, check_int, is_number
@@ -20,43 +27,71 @@ from ganforge.schedules import check_schedules
 
 @dataclass(frozen=True)
 class Settings:
-    # The game
+    # --- The game
     n_critic: int = 1  # D updates (each on a fresh real batch) per GAN iteration
-    g_steps: int = 1  # G updates (each on fresh z) per GAN iteration, after the D updates
-    gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP's lambda)
-    r1_gamma: float = 0.0  # R1 penalty weight (Mescheder et al. 2018)
-    r1_interval: int = 1  # lazy R1: every k iterations, scaled by k
-    r2_gamma: float = 0.0  # R2 penalty weight, on fakes (R3GAN: (gamma/2) * (R1 + R2))
-    r2_interval: int = 1  # lazy R2: every k iterations, scaled by k
-    aux_weight: float = 1.0  # ACGAN: weight of the auxiliary classification loss
-    diffaugment: str | None = None  # DiffAugment policy, e.g. "color,translation"
+    # G updates (each on fresh z) per GAN iteration, after D's (VEEGAN's and PacGAN's Stacked-
+    # MNIST code: 2); an iteration is still one count of train.max_iters and of every interval.
+    g_steps: int = 1
+    gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP's lambda); works with any loss
+    r1_gamma: float = 0.0  # R1 penalty weight on real data (Mescheder et al. 2018); any loss
+    r1_interval: int = 1  # lazy R1: apply every k iterations (scaled by k)
+    # R2 (R3GAN, Huang et al. 2024): the same zero-centred penalty on fakes; R3GAN's D loss adds
+    # (gamma/2) * (R1 + R2), i.e. r1_gamma = r2_gamma = gamma, applied every step. Lazy (k > 1)
+    # is cheaper, but R3GAN's local-convergence guarantee holds only for every-step penalties.
+    r2_gamma: float = 0.0
+    r2_interval: int = 1  # lazy R2: apply every k iterations (scaled by k)
+    # ACGAN (model.conditional=acgan): weight of the auxiliary classification loss
+    aux_weight: float = 1.0
+    # DiffAugment (Zhao et al. 2020): None or a subset of "color,translation,cutout"; on the
+    # command line quote the commas for Hydra: "system.diffaugment='color,translation,cutout'"
+    diffaugment: str | None = None
     conditional: str = "none"  # none | projection | acgan (model.conditional)
-    n_classes: int | None = None  # the data's classes; None when unconditional
-    # The generator's running average
-    ema_decay: float | None = 0.999  # None: no EMA generator
+    n_classes: int | None = None  # the data's classes (data.n_classes); None: unconditional
+    # --- The generator's running average
+    # The EMA generator, used for samples and evaluation; None disables it.
+    ema_decay: float | None = 0.999
     ema_start: int = 0  # G updates before averaging starts
-    ema_half_life: float | None = None  # in images, ramped from 0; replaces ema_decay's rule
-    # The updates
-    grad_clip_g: float | None = None  # max gradient norm; None: no clipping
+    # The EMA as R3GAN and StyleGAN2 average: a half-life in images (R3GAN CIFAR-10: 5000000),
+    # ramped from 0 by the cosine schedule over optim.decay_iters/decay_images
+    # (ganforge.schedules); the average keeps 0.5 ** (images per iteration / half-life) of
+    # itself. Replaces ema_decay's rule (which must stay non-null: it switches the EMA on).
+    # Logged as train/ema_beta.
+    ema_half_life: float | None = None
+    # --- The updates
+    grad_clip_g: float | None = None  # max gradient norm per network; None: no clipping
     grad_clip_d: float | None = None
     lr_decay: str = "none"  # none | linear (to 0 at max_iters) | cosine (optim.decay)
     decay_start: int = 0  # iteration where the linear decay starts (optim.decay_start)
-    # The cosine schedules (ganforge.schedules): their end values and their one span
+    # --- The cosine schedules (ganforge.schedules): their end values and their one span
     decay_to: float = 0.0  # cosine: the lrs end at this fraction of lr_g/lr_d (optim.decay_to)
     beta2_to: float | None = None  # Adam's beta2 at the span's end (optim.beta2_to)
-    penalty_to: float | None = None  # D's penalty weights end at this fraction of theirs
+    # D's penalty weights (r1_gamma, r2_gamma, gp_weight) fall by the cosine schedule to this
+    # fraction of theirs (R3GAN: 0.1, gamma -> gamma/10); None: constant. Logged as
+    # train/r1_gamma, ...
+    penalty_to: float | None = None
     decay_iters: int | None = None  # the span in iterations (optim.decay_iters)
     decay_images: float | None = None  # or in images (optim.decay_images); else max_iters
-    batch_size: int | None = None  # images per device in one D update (data.batch_size)
-    # The run
+    # Images per device in one D update (data.batch_size): converts optim.decay_images and the
+    # half-life.
+    batch_size: int | None = None
+    # --- The run
     max_iters: int | None = None  # run length in GAN iterations (train.max_iters)
     log_every: int = 10  # iterations between logged train/* metrics (train.log_every)
     log_grad_norm: bool = False  # log train/*_grad_norm without clipping
-    compile: bool | str = False  # torch.compile G and D: true or a mode (ganforge.compile)
-    compile_dynamic: bool | None = None  # None: torch's automatic dynamic shapes
-    n_fixed: int = 64  # samples in the fixed grid noise
-    seed: int = 0  # seeds the grid noise and the training noise stream
-    # A NaN/inf loss (checked by ganforge.nan_guard.NanGuard)
+    # torch.compile G and D in place (README, "Slow on a CPU"): False, True or a mode (default,
+    # reduce-overhead, max-autotune); a compiled run's checkpoint is an eager run's.
+    compile: bool | str = False
+    # None: a batch dimension seen at two sizes becomes dynamic; True/False force it.
+    compile_dynamic: bool | None = None
+    # Size of the fixed noise batch behind every sample grid (conditional: rounded up to whole
+    # rows, one row per class).
+    n_fixed: int = 64
+    seed: int = 0  # seeds the grid noise and the training noise stream (the config's seed)
+    # --- A NaN/inf loss (checked by ganforge.nan_guard.NanGuard): stop (error naming the
+    # iteration and what the checkpoints hold; no NaN step is ever taken) or skip (drop that
+    # iteration's remaining updates, count train/skipped_updates, go on) — until max_skips skips
+    # in all or max_consecutive_skips in a row, then stop as well (weights that have diverged
+    # give a NaN at every retry).
     nan_policy: str = "stop"  # stop | skip
     max_skips: int = 100
     max_consecutive_skips: int = 10
@@ -94,3 +129,13 @@ class Settings:
         check_schedules(self)
         check_dynamic(self.compile_dynamic)
         check_backend(check_mode(self.compile))  # inductor's compiler, before any work
+
+
+def field_defaults(record: type) -> dict[str, Any]:
+    """A settings record's fields at their defaults: the config node Hydra composes from it."""
+    return {f.name: f.default for f in fields(record)}
+
+
+# Registered on import, which every command and test that composes the config does (ganforge.train
+# imports the system, the system these settings): the node stays the dataclass's, never a copy.
+ConfigStore.instance().store(name="system_settings", node=field_defaults(Settings))
