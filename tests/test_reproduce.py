@@ -25,6 +25,7 @@ from ganforge import checkpoint
 from ganforge.errors import ConfigError, DataError
 from ganforge.report.table import fmt
 from ganforge.reproduce import (
+    Options,
     Variant,
     evaluate_run,
     main,
@@ -34,6 +35,7 @@ from ganforge.reproduce import (
     parse_args,
     protocol_of,
     resume_point,
+    runs,
 )
 from ganforge.train import config_dir
 
@@ -288,6 +290,49 @@ def test_extend_continues_a_shorter_run_into_the_longer_one(tmp_path: Path) -> N
     assert "trained with system.generator.hidden=16" in refused.stderr
     assert "sets system.generator.hidden=32" in refused.stderr
     assert not (shorter.parent.parent / "iters_300").exists()
+
+
+@pytest.mark.parametrize(
+    ("shorter", "now", "refused"),
+    [
+        ("system.compile=false", "system.compile=true", True),  # eager into compiled: refused
+        ("system.compile=true", "system.compile=false", True),
+        ("system.compile=true", "system.compile=default", False),  # the same mode, two spellings
+        ("system.compile_dynamic=true", "system.compile_dynamic=false", False),  # both eager
+    ],
+)
+def test_extend_refuses_a_shorter_run_compiled_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shorter: str, now: str, refused: bool
+) -> None:
+    """Compiled and eager runs are the same game to ~1e-4, not bit for bit: continuing one as
+    the other is not the longer run (system.compile is not in EXTEND_MAY_DIFFER)."""
+    before = tmp_path / "iters_100" / "seed_0"
+    (before / "checkpoints").mkdir(parents=True)
+    cfg = compose_train(tmp_path, "experiment=toy_ring", shorter)
+    (before / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    start = before / "checkpoints" / "last.ckpt"
+    monkeypatch.setattr(runs, "shorter_run_point", lambda *args: start)
+    v = Variant("preset", [], {}, compose_train(tmp_path, "experiment=toy_ring", now))
+    job = runs.SeedRun(v, 0, tmp_path / "iters_200" / "seed_0")
+    opts = Options(experiment="toy_ring", out=tmp_path, extend=True)
+    if refused:
+        with pytest.raises(ConfigError, match=r"trained with system\.compile=.* sets system\.co"):
+            runs.plan_extension(opts, job, 200)
+    else:
+        runs.plan_extension(opts, job, 200)
+        assert job.extend_from == start
+
+
+def test_extend_warns_that_a_compiled_run_continued_is_not_bit_exact(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    compiled = Variant("preset", [], {}, compose_train(tmp_path, "experiment=toy_ring",
+                                                        "system.compile=true"))  # fmt: skip
+    eager = Variant("eager", [], {}, compose_train(tmp_path, "experiment=toy_ring"))
+    runs.check_extendable([compiled, eager], Options(experiment="toy_ring", extend=True))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "variant preset trains with system.compile=default" in warnings[0]
+    assert "not bit for bit the straight longer run" in warnings[0]
 
 
 def test_image_protocol_names_each_metrics_paper_sample_count() -> None:

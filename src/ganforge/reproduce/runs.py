@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ganforge import checkpoint
+from ganforge.compile import check_mode
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.report.table import flat
 from ganforge.reproduce.evaluate import evaluate_run
@@ -129,8 +130,25 @@ def check_extendable(variants: list[Variant], opts: Options) -> None:
                 f"{v.name}) has {', '.join(tied)}; state the span with optim.decay_iters=N, or "
                 f"drop extend=true to train from scratch"
             )
+        if mode := check_mode(v.cfg.system.get("compile")):
+            log.warning(COMPILED_EXTENSION, v.name, mode)
 
 
+# Compiling is not in EXTEND_MAY_DIFFER: compiled and eager G and D play the same game closely,
+# not bit for bit (inductor's kernels round and sum in another order, and the game feeds the
+# differences back: README, Benchmarks (g)), so continuing a compiled run eagerly, or the reverse,
+# is not the longer run and is refused like any other changed setting. Compiled on both sides, a
+# continued run is still not promised to be the longer run bit for bit: which kernels run depends
+# on the shapes a process has met, and in what order (a batch size met twice recompiles as
+# dynamic), and a continued process meets them from its own start (resume is tested exact only
+# eagerly, tests/test_compile.py). That run is a fair compiled run of its seed, so it is warned
+# about, not refused.
+COMPILED_EXTENSION = (
+    "extend=true: variant %s trains with system.compile=%s; a run continued from a shorter one "
+    "is a compiled run of its seed but not bit for bit the straight longer run (compiled "
+    "kernels depend on the shapes each process has met); for exactly the longer run train with "
+    "system.compile=false"
+)
 # Settings a continued run may change: its length, and where things are on this machine.
 # (system.seed is seed_<k>'s in both runs; the preset's composed config holds the default seed.)
 EXTEND_MAY_DIFFER = {"system.max_iters", "system.log_every", "data.root", "data.num_workers",
@@ -160,8 +178,15 @@ def plan_extension(opts: Options, job: SeedRun, iterations: int) -> None:
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
-    """A run's `system.*` and `data.*` as dotted keys (both resolve outside a Hydra app)."""
-    return flat({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("system", "data")})
+    """A run's `system.*` and `data.*` as dotted keys (both resolve outside a Hydra app), with
+    `system.compile` as the mode it means (true is "default"; false and null are off) and
+    `system.compile_dynamic` left out when nothing is compiled (it changes nothing then)."""
+    settings = flat({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("system", "data")})
+    if "system.compile" in settings:
+        settings["system.compile"] = check_mode(settings["system.compile"])
+        if settings["system.compile"] is None:
+            settings.pop("system.compile_dynamic", None)
+    return settings
 
 
 def train_command(
