@@ -51,10 +51,9 @@ def separate(system, real, fake, y, y_fake) -> dict[str, torch.Tensor]:
     for p in PENALTIES:
         factor = p.due(system.settings, system.iteration)
         if factor:
-            out[p.metric] = factor * p(
-                lambda x: system._d(x, y)[0], real, lambda x: system._d(x, y_fake)[0], fake,
-                pack=system.pack,
-            )  # fmt: skip
+            D_real = lambda x: system.discriminate(x, y)[0]  # noqa: E731
+            D_fake = lambda x: system.discriminate(x, y_fake)[0]  # noqa: E731
+            out[p.metric] = factor * p(D_real, real, D_fake, fake, pack=system.pack)
     return out
 
 
@@ -94,7 +93,7 @@ def test_shared_forward_gives_d_the_same_gradient(kind: str) -> None:
     (d_real, _), (d_fake, _), penalties = system._judge(real, fake, y, y_fake)
     shared = d_grads(d_real, d_fake, penalties)
     torch.manual_seed(1)
-    d_real, d_fake = system._d(real, y)[0], system._d(fake, y_fake)[0]
+    d_real, d_fake = system.discriminate(real, y)[0], system.discriminate(fake, y_fake)[0]
     own = d_grads(d_real, d_fake, separate(system, real, fake, y, y_fake))
     assert len(shared) == len(own) > 0
     for a, b in zip(shared, own, strict=True):

@@ -35,7 +35,7 @@ from ganforge.checkpoint import RECORD_KEY, resume_state, write_record
 from ganforge.compile import CompileReport, compile_system, eager
 from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
-from ganforge.models.protocols import check_discriminator, check_generator
+from ganforge.models.protocols import check_discriminator, check_generator, run_generator
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
 from ganforge.regularizers import PENALTIES, watched
@@ -126,17 +126,13 @@ class GANSystem(L.LightningModule):
         was_training = net.training
         net.eval()
         try:
-            return self._g(net, z, y)
+            return run_generator(net, z, y)
         finally:
             net.train(was_training)
 
-    @staticmethod
-    def _g(net: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
-        # Unconditional generators are called with z alone, so any nn.Module G(z) works.
-        return net(z) if y is None else net(z, y)
-
-    def _d(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """D's logits on DiffAugment(x), and its per-sample class logits when it is an ACGAN."""
+    def discriminate(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """D as trained, the one way D is called: its logits on DiffAugment(x) (labels y, None
+        when unconditional), and its per-sample class logits when it is an ACGAN (else None)."""
         if self.augment_policy:
             x = diff_augment(x, self.augment_policy)
         if self.settings.conditional == "acgan":
@@ -153,7 +149,7 @@ class GANSystem(L.LightningModule):
                 z, y_fake = self.training_noise(real.shape[0])
                 with torch.no_grad():
                     # D sees detached fakes: its step must not move G.
-                    fake = self._g(self.G, z, y_fake)
+                    fake = run_generator(self.G, z, y_fake)
                 (d_real, c_real), (d_fake, _), penalties = self._judge(real, fake, y_real, y_fake)
                 d_adv = self.loss.discriminator(d_real, d_fake)
                 # ACGAN's classifier learns from real labels only: a fake's label is what G was
@@ -174,14 +170,14 @@ class GANSystem(L.LightningModule):
         for _ in range(self.settings.g_steps):
             with self.toggled_optimizer(opt_g):
                 z, y_fake = self.training_noise(reals[-1].shape[0])
-                fake = self._g(self.G, z, y_fake)
-                g_fake, c_fake = self._d(fake, y_fake)
+                fake = run_generator(self.G, z, y_fake)
+                g_fake, c_fake = self.discriminate(fake, y_fake)
                 # A loss whose G reads D(x) (relativistic, rpgan) takes it on the last D update's
                 # reals. R3GAN draws a separate batch for G (training/training_loop.py:287-290);
                 # here that needs the loader to deliver one more chunk per iteration (train.py),
                 # not done yet. No other loss reads reals in G's step.
                 needs_real = self.loss.generator_needs_real
-                g_real = self._d(reals[-1], labels[-1])[0] if needs_real else None
+                g_real = self.discriminate(reals[-1], labels[-1])[0] if needs_real else None
                 # ACGAN: G is also rewarded when D's classifier reads its fakes as the asked label.
                 g_loss = self.loss.generator(g_fake, g_real) + self._aux_loss(c_fake, y_fake)
                 if not self._applies(g_loss, "g_loss"):
@@ -259,7 +255,7 @@ class GANSystem(L.LightningModule):
         # Double backward cannot run through compiled graphs: a forward a penalty reads, and a
         # penalty's own, run eagerly.
         with eager() if shared else contextlib.nullcontext():
-            judged = {"real": self._d(real, y), "fake": self._d(fake, y_fake)}
+            judged = {"real": self.discriminate(real, y), "fake": self.discriminate(fake, y_fake)}
         penalties: dict[str, Tensor] = {}
         for penalty, factor in due:
             if penalty.of_outputs is not None:
@@ -268,8 +264,8 @@ class GANSystem(L.LightningModule):
             else:
                 with eager():
                     value = penalty(
-                        lambda x: self._d(x, y)[0], real,
-                        lambda x: self._d(x, y_fake)[0], fake, pack=self.pack,
+                        lambda x: self.discriminate(x, y)[0], real,
+                        lambda x: self.discriminate(x, y_fake)[0], fake, pack=self.pack,
                     )  # fmt: skip
             penalties[penalty.metric] = factor * value
         return judged["real"], judged["fake"], penalties

@@ -40,6 +40,7 @@ from ganforge.errors import ConfigError, check_int
 from ganforge.health import actions, signals
 from ganforge.health.actions import HealthStop
 from ganforge.health.rules import MODE_COUNTS, Diagnoser, Event, Thresholds
+from ganforge.models.protocols import run_generator
 
 log = logging.getLogger("ganforge")
 ACTIONS = ("warn", "stop")
@@ -283,12 +284,11 @@ class HealthMonitor(L.Callback):
         z = torch.randn(n, pl_module.z_dim, generator=g).to(real.device)
         y_fake = pl_module.sample_y(n, generator=g)
         with signals.side_effect_free(pl_module.G, pl_module.D):
-            # G as GANSystem calls it (y=None when unconditional), and D through GANSystem's own
-            # call (ACGAN heads, DiffAugment): the probe sees exactly what the losses see, and
-            # that dispatch keeps one owner.
-            fake = pl_module.G(z, y_fake)
-            real_logits = pl_module._d(real, y_real)[0]
-            fake_logits = pl_module._d(fake, y_fake)[0]
+            # G and D called as in training (run_generator; GANSystem.discriminate with ACGAN
+            # heads and DiffAugment): the probe sees exactly what the losses see.
+            fake = run_generator(pl_module.G, z, y_fake)
+            real_logits = pl_module.discriminate(real, y_real)[0]
+            fake_logits = pl_module.discriminate(fake, y_fake)[0]
         if self.real_distance is None:
             self.real_distance = signals.mean_pairwise_distance(real)
         acc_real, acc_fake = signals.d_accuracy(real_logits, fake_logits, pl_module.loss)

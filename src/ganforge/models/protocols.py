@@ -12,8 +12,8 @@ Generator (`G`):
   (N, D) (the toy 2-D points). `is_image(G)` is the one answer to "is this image data?" below the
   data module, which the run builder checks against `datamodule.is_image`; the data's own answer
   is `is_image_data(channels)`, read by the DataModule and by reproduce (which has only the config);
-- `forward(z, y=None)`: ganforge calls it as `run_generator` below does, `G(z, y)` with int64
-  labels, y None when unconditional (every checked G binds `forward(z, None)`);
+- `forward(z, y=None)`: ganforge calls it through `run_generator` below: `G(z)` when
+  unconditional, `G(z, y)` with int64 labels;
 - `init_args: dict` — its constructor arguments as plain data, which the checkpoint stores to
   rebuild it without the config: decorate `__init__` with `layers.records_init_args`.
 
@@ -21,7 +21,7 @@ Discriminator (`D`):
 - `pack: int` — D judges packs of this many samples (PacGAN; 1 = off) and returns one logit per
   pack: `D(x)` has shape (N / pack,) or (N / pack, 1);
 - `conditional: "none" | "projection" | "acgan"` — how it reads labels (`layers.CONDITIONAL`);
-- `forward(x, y=None)`: called `D(x, y)`, y None when unconditional, by
+- `forward(x, y=None)`: called `D(x)` when unconditional, `D(x, y)` otherwise, by
   `GANSystem.discriminate`, the one caller (it adds DiffAugment and ACGAN's `judge`);
 - `judge(x, y)` -> (logits, per-sample class logits), only when `conditional == "acgan"`;
 - `init_args: dict`, as for G.
@@ -63,9 +63,10 @@ class Discriminator(Protocol):
 
 def run_generator(generator: nn.Module, z: Tensor, y: Tensor | None = None) -> Tensor:
     """G's output for latents `z` and int64 labels `y` (None when unconditional): the one way
-    ganforge calls a generator, in training, sampling and evaluation. `check_generator` made sure
-    `forward(z, None)` binds, so an unconditional G needs no call of its own."""
-    return generator(z, y)
+    ganforge calls a generator, in training, sampling and evaluation. An unconditional G is
+    called with z alone, so it never sees a label argument (`check_generator` also made sure
+    `forward(z, None)` binds, for callers holding a y that may be None)."""
+    return generator(z) if y is None else generator(z, y)
 
 
 def is_image(generator: Generator) -> bool:
