@@ -28,6 +28,7 @@ from ganforge.reproduce import (
     Options,
     Variant,
     evaluate_run,
+    extend,
     main,
     markdown,
     metric_row,
@@ -311,15 +312,15 @@ def test_extend_refuses_a_shorter_run_compiled_otherwise(
     cfg = compose_train(tmp_path, "experiment=toy_ring", shorter)
     (before / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     start = before / "checkpoints" / "last.ckpt"
-    monkeypatch.setattr(runs, "shorter_run_point", lambda *args: start)
+    monkeypatch.setattr(extend, "shorter_run_point", lambda *args: start)
     v = Variant("preset", [], {}, compose_train(tmp_path, "experiment=toy_ring", now))
     job = runs.SeedRun(v, 0, tmp_path / "iters_200" / "seed_0")
     opts = Options(experiment="toy_ring", out=tmp_path, extend=True)
     if refused:
         with pytest.raises(ConfigError, match=r"trained with system\.compile=.* sets system\.co"):
-            runs.plan_extension(opts, job, 200)
+            extend.plan_extension(opts, job, 200)
     else:
-        runs.plan_extension(opts, job, 200)
+        extend.plan_extension(opts, job, 200)
         assert job.extend_from == start
 
 
@@ -329,7 +330,7 @@ def test_extend_warns_that_a_compiled_run_continued_is_not_bit_exact(
     compiled = Variant("preset", [], {}, compose_train(tmp_path, "experiment=toy_ring",
                                                         "system.compile=true"))  # fmt: skip
     eager = Variant("eager", [], {}, compose_train(tmp_path, "experiment=toy_ring"))
-    runs.check_extendable([compiled, eager], Options(experiment="toy_ring", extend=True))
+    extend.check_extendable([compiled, eager], Options(experiment="toy_ring", extend=True))
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "variant preset trains with system.compile=default" in warnings[0]
     assert "not bit for bit the straight longer run" in warnings[0]

@@ -34,7 +34,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,12 +41,11 @@ from omegaconf import OmegaConf
 
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.reproduce.evaluate import evaluate_run
+from ganforge.reproduce.extend import check_extendable, plan_extension
 from ganforge.reproduce.options import Options, parse_args
-from ganforge.reproduce.processes import STOP_SIGNALS, Children, Stopped
+from ganforge.reproduce.processes import Children, Stopped, stop_on_signals
 from ganforge.reproduce.runs import (
     SeedRun,
-    check_extendable,
-    plan_extension,
     resume_point,
     run_all,
     run_dir,
@@ -126,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__)
         return
     children = Children()
-    previous = _stop_on_signals(children)
+    previous = stop_on_signals(children)
     try:
         opts = parse_args(args)
         summary = reproduce(opts, children)
@@ -147,24 +145,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("written:", *summary["files"])
     if any(r.get("error") for r in summary["runs"]):
         sys.exit(1)
-
-
-def _stop_on_signals(children: Children) -> dict[int, Any]:
-    """SIGTERM, SIGINT and SIGHUP raise Stopped in the main thread (wherever it waits), so that
-    `reproduce` stops its children on the way out; a second one while they are being stopped
-    kills them at once instead of waiting for their checkpoints. Returns the handlers replaced."""
-    fired = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        if fired.is_set():
-            children.hurry = True
-            return
-        fired.set()
-        raise Stopped(signum)
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}  # only the main thread may set handlers (a library caller's thread)
-    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
 
 if __name__ == "__main__":

@@ -85,6 +85,24 @@ class Children:
         return len(procs)
 
 
+def stop_on_signals(children: Children) -> dict[int, Any]:
+    """SIGTERM, SIGINT and SIGHUP raise Stopped in the main thread (wherever it waits), so that
+    `reproduce` stops its children on the way out; a second one while they are being stopped
+    kills them at once instead of waiting for their checkpoints. Returns the handlers replaced."""
+    fired = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if fired.is_set():
+            children.hurry = True
+            return
+        fired.set()
+        raise Stopped(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (a library caller's thread)
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
 def claim(folder: Path) -> Path:
     """Lock `folder` for this harness: one clear error if another ganforge-reproduce (or the
     training it started, which outlives a harness killed with SIGKILL) is using it; a lock
