@@ -122,7 +122,7 @@ def compile_system(system: Any) -> None:
     mode = check_mode(s.compile)
     if mode is None:
         return
-    eager = ["the EMA generator (it only samples)"]
+    eager = [] if system.G_ema is None else ["the EMA generator (it only samples)"]
     compiled = []
     for name, net in (("G", system.G), ("D", system.D)):
         if _parametrized(net):
@@ -139,7 +139,7 @@ def compile_system(system: Any) -> None:
     if "D" in compiled:
         eager += _eager_for_penalties(s)
     what = ", ".join(compiled) or "nothing"
-    log.info("torch.compile (mode=%s): %s; eager: %s", mode, what, "; ".join(eager))
+    log.info("torch.compile (mode=%s): %s; eager: %s", mode, what, "; ".join(eager) or "nothing")
     system.compile_report.start()
 
 
