@@ -125,28 +125,49 @@ def test_a_huge_record_is_refused_before_anything_is_allocated(
         ckpt_mod.load(huge)
 
 
-def test_a_long_evaluation_logs_progress_with_an_estimate(monkeypatch, caplog) -> None:
-    from ganforge.evaluation import runner
+def fake_clock(monkeypatch, *times: float) -> None:
+    """time.monotonic as the progress helper reads it: `times`, then the last one forever."""
+    from ganforge.evaluation import progress
 
-    clock = iter(range(0, 1000, 6))  # every batch takes 6 "seconds"
-    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+    ticks = iter(times)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(ticks, times[-1]))
+
+
+def test_a_long_evaluation_estimates_its_cost_from_the_second_batch(monkeypatch, caplog) -> None:
+    from ganforge.evaluation.progress import with_progress
+
+    # The first batch pays one-off costs (30 s), the nine after it take 6 s each: 84 s in all.
+    fake_clock(monkeypatch, 0, 30, *range(36, 85, 6))
     batches = (torch.zeros(10, 1) for _ in range(10))
     with caplog.at_level("INFO", logger="ganforge"):
-        assert len(list(runner._with_progress(batches, 100))) == 10
+        assert len(list(with_progress(batches, 100, "generated samples"))) == 10
     lines = [r.getMessage() for r in caplog.records]
-    # The cost announced from the first batch, with the key that shrinks it; then quiet for the
-    # first 10 s, then every tenth, with the time left; not at the end.
-    assert lines[0] == "evaluation: 100 generated samples, about 60 s here"
-    assert lines[1] == "evaluation: 20/100 generated samples (12 s, about 48 s left)"
-    assert lines[-1].startswith("evaluation: 90/100") and len(lines) == 9
+    # A slow first batch: its count and time, no guess; the cost from the second batch's pace
+    # (a first-batch guess would be 300 s), then every tenth with the time left; the end line.
+    assert lines[0] == "evaluation: 10/100 generated samples (30 s)"
+    assert lines[1] == "evaluation: 100 generated samples, about 84 s here"
+    assert lines[2] == "evaluation: 20/100 generated samples (36 s, about 48 s left)"
+    assert lines[-2] == "evaluation: 90/100 generated samples (78 s, about 6.0 s left)"
+    assert lines[-1] == "evaluation: 100 generated samples in 84 s"
+    assert len(lines) == 11
+
+
+def test_a_short_phase_says_only_its_count_and_time(monkeypatch, caplog) -> None:
+    from ganforge.evaluation.progress import with_progress
+
+    fake_clock(monkeypatch, 0, 2, 3, 4)
+    with caplog.at_level("INFO", logger="ganforge"):
+        list(with_progress((torch.zeros(50, 1) for _ in range(3)), 150, "generated samples"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "evaluation: 150 generated samples in 4.0 s"
+    ]
 
 
 def test_a_reference_miss_announces_its_cost_and_the_key_for_fewer(monkeypatch, caplog) -> None:
     """5,000 real images at 6 s per 50: "about 10 min here", then metrics.reference_count."""
     from ganforge.evaluation import runner
 
-    clock = iter(range(0, 10000, 6))
-    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+    fake_clock(monkeypatch, *range(0, 10000, 6))
 
     class Data:
         name = "mnist5k"
@@ -159,11 +180,42 @@ def test_a_reference_miss_announces_its_cost_and_the_key_for_fewer(monkeypatch, 
         batches = list(evaluator._real_batches(Data()))
     assert len(batches) == 100 and batches[0].shape[0] == 50
     lines = [r.getMessage() for r in caplog.records]
+    what = "real mnist5k images through Inception for the reference statistics"
+    # Said before the first image goes through, then costed once a second batch has.
     assert lines[0] == (
-        "evaluation: 5,000 real mnist5k images through Inception for the reference statistics, "
-        "about 10 min here; metrics.reference_count=250 to use fewer"
+        f"evaluation: 5,000 {what} (not cached yet: once per dataset, count and seed; "
+        "metrics.reference_count=250 to use fewer)"
     )
-    assert "4500/5000 real mnist5k images" in lines[-1]
+    assert (
+        lines[1]
+        == f"evaluation: 5,000 {what}, about 10 min here; metrics.reference_count=250 to use fewer"
+    )
+    assert f"4500/5000 {what}" in lines[-2]
+    assert lines[-1] == f"evaluation: 5,000 {what} in 10 min"
+
+
+def test_sampling_many_shows_its_progress(monkeypatch, caplog) -> None:
+    from ganforge.sample import generate
+
+    calls = []
+
+    class G(torch.nn.Module):
+        def forward(self, z, y=None):
+            calls.append(z.shape[0])
+            return z[:, :2]
+
+    fake_clock(monkeypatch, *range(0, 1000, 6))
+    z = torch.randn(10, 3)
+    with caplog.at_level("INFO", logger="ganforge"):
+        x = generate(G(), z, None, batch=4)
+    assert torch.equal(x, z[:, :2]) and calls == [4, 4, 2]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "sampling: 10 samples, about 15 s here"
+    assert lines[1] == "sampling: 8/10 samples (12 s, about 3.0 s left)"
+    assert lines[-1] == "sampling: 10 samples in 18 s"
+    caplog.clear()
+    generate(G(), z[:4], None, batch=4)  # one batch: nothing to follow
+    assert not caplog.records
 
 
 def test_absurd_evaluation_settings_are_refused_up_front() -> None:
@@ -336,7 +388,7 @@ def test_stacked_mnist_logs_modes_keeps_best_modes_and_eval_prints_the_protocol(
 @needs_weights
 @pytest.mark.slow
 def test_eval_command_runs_offline_and_reuses_reference_stats(
-    smoke_ckpt: Path, tmp_path: Path, monkeypatch
+    smoke_ckpt: Path, tmp_path: Path, monkeypatch, caplog
 ) -> None:
     from ganforge import eval as eval_mod
     from ganforge.evaluation import reference
@@ -358,10 +410,33 @@ def test_eval_command_runs_offline_and_reuses_reference_stats(
     cfg.metrics.batch_size = 12
     cfg.metrics.cache_dir = str(tmp_path / "cache")
     cfg.out = str(tmp_path / "eval.json")
-    first = eval_mod.evaluate_checkpoint(cfg)
+    with caplog.at_level("INFO", logger="ganforge"):
+        first = eval_mod.evaluate_checkpoint(cfg)
     assert len(calls) == 1  # reference features computed once (fakes go through evaluate)
-    second = eval_mod.evaluate_checkpoint(cfg)
+    # Every phase named with its count and time, in the order they happen.
+    what = "real mnist5k images through Inception for the reference statistics"
+    phases = [
+        f"ganforge-eval: ckpt={smoke_ckpt}: ",
+        f"evaluation: read {smoke_ckpt} (iteration 4, EMA generator, data=mnist5k) in ",
+        "evaluation: fid, kid, pr on 24 generated samples against 24 real images (train split)",
+        f"evaluation: 24 {what} (not cached yet: ",
+        f"evaluation: 24 {what} in ",
+        "evaluation: 24 generated samples in ",
+        "evaluation: fid, kid, pr from the features in ",
+    ]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ganforge"]
+    found = [next((i for i, x in enumerate(lines) if x.startswith(p)), -1) for p in phases]
+    assert -1 not in found and found == sorted(found), lines
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ganforge"):
+        second = eval_mod.evaluate_checkpoint(cfg)
     assert len(calls) == 1  # ... and not again: the cached statistics were reused
+    assert any(
+        r.getMessage().startswith(
+            "evaluation: reference statistics of 24 real mnist5k images read from the cache in "
+        )
+        for r in caplog.records
+    )
     assert first["metrics"] == second["metrics"]
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["generator"] == "ema" and report["iteration"] == 4

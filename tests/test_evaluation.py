@@ -167,6 +167,39 @@ def test_a_corrupt_cache_file_is_recomputed_by_the_runner(tmp_path: Path) -> Non
     assert net.images_seen == 12 + 6 and again["fid"] == first["fid"]
 
 
+def test_every_phase_says_its_count_and_time(tmp_path: Path, caplog) -> None:
+    """A miss: the real images announced, then counted and timed; the generated samples and the
+    scores timed. A hit: where the statistics were read from, and how long that took."""
+    write_pngs(tmp_path / "images", 12)
+
+    def said() -> list[str]:
+        evaluator(tmp_path / "cache", FakeExtractor())(
+            noise, 4, None, folder_data(tmp_path / "images")
+        )
+        lines = [re.sub(r" in \d+\.\d s", " in T", r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        return lines
+
+    what = "real image_folder images through Inception for the reference statistics"
+    with caplog.at_level("INFO", logger="ganforge"):
+        miss, hit = said(), said()
+    assert miss == [
+        "evaluation: fid on 6 generated samples against all real images (train split)",
+        f"evaluation: 12 {what} (not cached yet: once per dataset, count and seed; "
+        "metrics.reference_count=6 to use fewer)",
+        f"evaluation: 12 {what} in T",
+        "evaluation: 6 generated samples in T",
+        "evaluation: fid from the features in T",
+    ]
+    (entry,) = (tmp_path / "cache").glob("*.pt")
+    assert hit == [
+        miss[0],
+        "evaluation: reference statistics of 12 real image_folder images read from the cache "
+        f"in T ({entry})",
+        *miss[3:],
+    ]
+
+
 # ---------------------------------------------------------------- KID subsets
 
 
@@ -304,7 +337,7 @@ def test_the_final_evaluation_reaches_the_console(tmp_path: Path, caplog) -> Non
         iteration, z_dim, device, G_ema = 40, 2, "cpu", None
         G = object()
 
-        def generate(self, z, ema=True):
+        def generate(self, z, y=None, ema=True):  # GANSystem.generate's signature
             return z[:, :2] * 0.1
 
         def log_iteration_metrics(self, metrics):

@@ -7,29 +7,25 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
-from ganforge import checkpoint
 from ganforge.cli import report_user_errors, run_hydra_main
-from ganforge.data.base import InMemoryDataModule
 from ganforge.errors import CheckpointError, ConfigError, check_bool
-from ganforge.evaluation import Evaluator, flat_metrics
-from ganforge.evaluation.identity import LOADER_KEYS
-from ganforge.metrics.fetch_inception import ensure_weights
-from ganforge.metrics.files import atomic_write_bytes
-from ganforge.metrics.registry import INCEPTION
-from ganforge.models.protocols import run_generator
-from ganforge.outputs import writable_file
-from ganforge.train import config_dir
+
+# torch, Lightning and everything that imports them are imported inside the functions that use
+# them: the command's first line is out before they load (seconds of CPU, far longer on a busy
+# machine; README, "ganforge-eval").
+if TYPE_CHECKING:
+    import torch
+
+    from ganforge import checkpoint
+    from ganforge.data.base import InMemoryDataModule
 
 log = logging.getLogger("ganforge")
 
@@ -40,7 +36,7 @@ log = logging.getLogger("ganforge")
 def _data_dirs() -> list[Path]:
     """conf/data folders on Hydra's search path, first wins: those the user added with
     hydra.searchpath=[file://DIR], then ganforge's own conf/data."""
-    from hydra.core.hydra_config import HydraConfig
+    from ganforge.train import config_dir
 
     dirs = []
     if HydraConfig.initialized():
@@ -86,6 +82,11 @@ def reference_datamodule(
     Nothing from the checkpoint reaches `instantiate`, and only values checked to be plain data
     without `${` reach OmegaConf (so nothing is interpolated).
     """
+    from hydra.utils import get_class
+
+    from ganforge import checkpoint
+    from ganforge.evaluation.identity import LOADER_KEYS
+
     if isinstance(ckpt, dict):
         meta = ckpt.get("meta", {})
         if not isinstance(meta, dict):
@@ -150,6 +151,8 @@ def _stored_data_args(
     source: _Source, defaults: dict[str, Any], excluded: set[str]
 ) -> dict[str, Any]:
     """The checkpoint's data arguments that may stand in for the config's defaults."""
+    from ganforge import checkpoint
+
     stored = source.meta.get("data_args", {})
     if not isinstance(stored, dict):
         raise CheckpointError(f"{source.where}: the record's meta.data_args is not a mapping")
@@ -184,7 +187,6 @@ def _is_path(raw: Any) -> bool:
     return isinstance(raw, str) and "${paths." in raw
 
 
-@torch.no_grad()
 def _check_fits(
     generator: torch.nn.Module,
     datamodule: InMemoryDataModule,
@@ -193,11 +195,16 @@ def _check_fits(
 ) -> None:
     """One sample drawn up front: a generator of 2-D points scored against images (or images of
     another shape) would otherwise fail, or mean nothing, after the reference statistics."""
+    import torch
+
+    from ganforge.models.protocols import run_generator
+
     z = torch.zeros(1, generator.z_dim, device=device)
     n_classes = getattr(generator, "n_classes", None)
-    x = run_generator(
-        generator, z, torch.zeros(1, dtype=torch.long, device=device) if n_classes else None
-    )
+    with torch.no_grad():
+        x = run_generator(
+            generator, z, torch.zeros(1, dtype=torch.long, device=device) if n_classes else None
+        )
     if datamodule.is_image:
         size = datamodule.image_size
         want: tuple[int | None, ...] = (datamodule.channels, size, size)
@@ -213,6 +220,8 @@ def _check_fits(
 
 def resolve_device(device: Any) -> torch.device:
     """`device=auto|cpu|cuda|cuda:N`, checked against this machine before anything is computed."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
@@ -235,9 +244,41 @@ def resolve_device(device: Any) -> torch.device:
     raise ConfigError(f"device={device!r} must be auto, cpu, cuda or cuda:N")
 
 
+def _announce(cfg: DictConfig) -> None:
+    """The command's first line, from the composed config alone (nothing read or imported yet):
+    the checkpoint and what will be computed. The metrics its data can be scored by, and the
+    checks, follow once it is read."""
+    m = cfg.get("metrics") or {}
+    names = m.get("names")
+    shown = f"[{','.join(map(str, names))}]" if OmegaConf.is_list(names) else names
+    count = m.get("reference_count", None)
+    log.info(
+        "ganforge-eval: ckpt=%s: metrics.names=%s (those its data can be scored by), "
+        "metrics.n_samples=%s, metrics.reference_count=%s; loading torch, Lightning and the "
+        "checkpoint",
+        cfg.get("ckpt"),
+        shown,
+        m.get("n_samples"),
+        "null (the whole split)" if count is None else count,
+    )
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.ckpt`'s generator and write the JSON report; every input and the report's
     location are checked before the first sample is generated."""
+    started = time.monotonic()
+    _announce(cfg)
+    import torch
+
+    from ganforge import checkpoint
+    from ganforge.evaluation import Evaluator
+    from ganforge.evaluation.progress import duration
+    from ganforge.metrics.fetch_inception import ensure_weights
+    from ganforge.metrics.files import atomic_write_bytes
+    from ganforge.metrics.registry import INCEPTION
+    from ganforge.models.protocols import run_generator
+    from ganforge.outputs import writable_file
+
     check_bool("ema", cfg.ema)
     device = resolve_device(cfg.device)
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
@@ -253,6 +294,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     # A final score: on Stacked MNIST, fewer samples than modes is refused (compares with nothing).
     evaluator.check_final(datamodule)
     out = writable_file("out", cfg.out or ckpt.path.with_suffix(".eval.json"))
+    log.info(
+        "evaluation: read %s (iteration %s, %s generator, data=%s) in %s",
+        ckpt.path,
+        ckpt.iteration,
+        "EMA" if used_ema else "raw",
+        datamodule.name,
+        duration(time.monotonic() - started),
+    )
     # Find (or download) the dataset's files now: cheap, and a missing dataset is then known
     # before the Inception weights are built and any sample is generated.
     datamodule.prepare_data()
@@ -287,6 +336,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _print_table(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ganforge.evaluation import flat_metrics
+
     table = Table(
         title=f"{report['data']} · iteration {report['iteration']} · {report['generator']} G"
     )
@@ -302,7 +356,15 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
     console.print(f"written to {out}")
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def _config_dir() -> Path:
+    """`train.config_dir()`, for the decorator below, without importing train (and Lightning)
+    before the first line; tests/test_eval_startup.py holds the two equal. The fact belongs in a
+    module that imports neither (see the closing note of #23)."""
+    packaged = Path(__file__).with_name("conf")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+@hydra.main(version_base="1.3", config_path=str(_config_dir()), config_name="eval")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate_checkpoint(cfg)

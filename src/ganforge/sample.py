@@ -19,6 +19,7 @@ from ganforge.callbacks.images import image_grid
 from ganforge.callbacks.samples import scatter_image
 from ganforge.cli import report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
+from ganforge.evaluation.progress import with_progress
 from ganforge.metrics.files import atomic_write_bytes
 from ganforge.models.protocols import check_generator, is_image, run_generator
 from ganforge.outputs import writable_file
@@ -62,10 +63,15 @@ def class_labels(n_classes: int | None, n: int, label: int | None, per_row: int)
 
 @torch.no_grad()
 def generate(net: nn.Module, z: Tensor, y: Tensor | None, batch: int = 256) -> Tensor:
-    out = []
-    for i in range(0, z.shape[0], batch):
-        out.append(run_generator(net, z[i : i + batch], None if y is None else y[i : i + batch]))
-    return torch.cat(out)
+    """G's samples for `z` (and labels `y`) in batches; more than one batch logs its progress
+    (`sampling: 2560/10000 samples (...)` once it takes a while, and its count and time)."""
+    drawn = (
+        run_generator(net, z[i : i + batch], None if y is None else y[i : i + batch])
+        for i in range(0, z.shape[0], batch)
+    )
+    if z.shape[0] > batch:
+        drawn = with_progress(drawn, z.shape[0], "samples", stage="sampling")
+    return torch.cat(list(drawn))
 
 
 # Samples in one picture at most: a 100x100 grid is already larger than any screen.

@@ -23,6 +23,7 @@ from torch import Tensor
 from ganforge.data.base import SPLITS, InMemoryDataModule, to_uint8
 from ganforge.errors import ConfigError, check_bool, check_int
 from ganforge.evaluation.identity import data_identity
+from ganforge.evaluation.progress import duration, with_progress
 from ganforge.evaluation.reference import ReferenceStats, full_key, reference_features
 from ganforge.evaluation.scores import evaluate
 from ganforge.metrics import digits, stacked
@@ -46,8 +47,6 @@ class Mixture2D(Protocol):
 # features alone take gigabytes and a CPU needs days; such a number is a typo, refused up front.
 MAX_SAMPLES = 200_000
 MAX_BATCH = 4096
-# An evaluation longer than this logs its progress with an estimate of the time left.
-PROGRESS_AFTER_S = 10.0
 
 
 def meets(need: str, datamodule: Any) -> bool:
@@ -278,7 +277,9 @@ class Evaluator:
         extractor = self.extractor(device)
         reference = self.reference(datamodule, extractor)
         fewer = f"{self.key}.n_samples={max(2, n // 2)}"
-        fake = _with_progress((to_uint8(x).cpu() for x in batches), n, fewer=fewer)
+        fake = with_progress(
+            (to_uint8(x).cpu() for x in batches), n, "generated samples", fewer=fewer
+        )
         return evaluate(
             fake,
             reference,
@@ -303,7 +304,8 @@ class Evaluator:
         trained = self.classifier(datamodule)
         stats: dict[str, Any] = {}
         for entry in entries:
-            samples = _with_progress(batches(), n, fewer=f"{self.key}.n_samples={max(2, n // 2)}")
+            fewer = f"{self.key}.n_samples={max(2, n // 2)}"
+            samples = with_progress(batches(), n, "generated samples", fewer=fewer)
             stats.update(entry.compute(samples, datamodule, trained))
         stats["protocol"] = {
             "num_fake": n,
@@ -340,19 +342,38 @@ class Evaluator:
             key["images_sha1"] = hashlib.sha1(real.contiguous().numpy().tobytes()).hexdigest()
         if self._reference is not None and self._reference[0] == full_key(key, extractor):
             return self._reference[1]
-        stats = reference_features(
-            lambda: self._real_batches(datamodule), key, extractor, self.cache_dir
-        )
+        started, missed = time.monotonic(), []
+
+        def real_batches() -> Iterator[Tensor]:
+            missed.append(True)
+            return self._real_batches(datamodule)
+
+        stats = reference_features(real_batches, key, extractor, self.cache_dir)
+        if not missed:
+            log.info(
+                "evaluation: reference statistics of %s real %s images read from the cache in %s "
+                "(%s)",
+                f"{stats.num_samples:,}",
+                datamodule.name,
+                duration(time.monotonic() - started),
+                stats.path,
+            )
         self._reference = (stats.key, stats)
         return stats
 
     def _real_batches(self, datamodule: InMemoryDataModule) -> Iterator[Tensor]:
-        """A cache miss's real images in batches, with their cost announced (the whole split of
-        MNIST-5k is ~15 min on a CPU core) and the key that takes fewer."""
+        """A cache miss's real images in batches, announced with their count and the key that
+        takes fewer (the whole split of MNIST-5k is ~15 min on a CPU core), then timed."""
         real = self._real(datamodule)
         what = f"real {datamodule.name} images through Inception for the reference statistics"
         fewer = f"{self.key}.reference_count={min(250, len(real) // 2)}"
-        return _with_progress(iter(real.split(self.batch_size)), len(real), what, fewer)
+        log.info(
+            "evaluation: %s %s (not cached yet: once per dataset, count and seed; %s to use fewer)",
+            f"{len(real):,}",
+            what,
+            fewer,
+        )
+        return with_progress(iter(real.split(self.batch_size)), len(real), what, fewer=fewer)
 
     def _real(self, datamodule: InMemoryDataModule) -> Tensor:
         return datamodule.real_samples(self.reference_count, self.reference_split, self.seed)
@@ -376,43 +397,6 @@ class Evaluator:
             "seed": self.seed,
         }
         return stats
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-def _with_progress(
-    batches: Iterator[Tensor], total: int, what: str = "generated samples", fewer: str = ""
-) -> Iterator[Tensor]:
-    """The batches, timed: once the first is through, a phase that will take longer than
-    PROGRESS_AFTER_S is announced with its cost (estimated from that batch) and `fewer`, the
-    setting that shrinks it; then every tenth logs the time left. A short phase stays quiet."""
-    start, done, mark = time.monotonic(), 0, 1
-    for batch in batches:
-        yield batch  # the consumer extracts this batch's features before asking for the next
-        first, done = done == 0, done + batch.shape[0]
-        elapsed = time.monotonic() - start
-        if first and done < total and elapsed * total / done >= PROGRESS_AFTER_S:
-            log.info(
-                "evaluation: %s %s, about %s here%s",
-                f"{total:,}",
-                what,
-                _duration(elapsed * total / done),
-                f"; {fewer} to use fewer" if fewer else "",
-            )
-        if done * 10 >= mark * total:
-            mark = done * 10 // total + 1
-            if elapsed >= PROGRESS_AFTER_S and done < total:
-                left = elapsed * (total - done) / done
-                log.info(
-                    "evaluation: %d/%d %s (%.0f s, about %.0f s left)",
-                    done,
-                    total,
-                    what,
-                    elapsed,
-                    left,
-                )
 
 
 def flat_metrics(results: dict[str, Any], stage: str = "val") -> dict[str, float]:

@@ -15,16 +15,20 @@ checkpoint):
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganforge.errors import ConfigError, GanforgeError
+from ganforge.evaluation.progress import duration
 from ganforge.evaluation.reference import Images, ReferenceStats, extract_features
 from ganforge.metrics.inception import FeatureExtractor
 from ganforge.metrics.kid import kid_subset_for
 from ganforge.metrics.registry import INCEPTION, REGISTRY, InceptionOptions, names_for
 
+log = logging.getLogger("ganforge")
 # The registry's entries computed from Inception features, in its order.
 METRICS = tuple(names_for(INCEPTION))
 # How generated float images become the uint8 the protocol is defined on: data.base.to_uint8
@@ -121,8 +125,15 @@ def evaluate(
     # The GPU for precision & recall's distances, when Inception runs on one.
     opts = InceptionOptions(kid_subsets, subset, pr_k, is_splits, seed, extractor.device)
     out: dict[str, Any] = {}
+    started = time.monotonic()
     for name in names:
         out.update(REGISTRY[name].compute(features, logits, reference, opts))
+    # FID's eigendecompositions of 2048 x 2048 covariances take seconds on a CPU: said, not hidden.
+    log.info(
+        "evaluation: %s from the features in %s",
+        ", ".join(names),
+        duration(time.monotonic() - started),
+    )
     out["protocol"] = Protocol(
         num_fake=n_fake,
         reference_dataset=str(reference.key["dataset"]),
