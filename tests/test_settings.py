@@ -1,5 +1,6 @@
 """The training settings have one owner, `ganforge.settings.Settings`: the config's `system` node
-is its fields at their defaults, and conf/system/default.yaml sets only what other groups give."""
+is its fields at their defaults, and conf/system/default.yaml sets only what other groups give.
+The health monitor's likewise: `ganforge.health.settings.HealthSettings`, `callbacks.health`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose_train
 from ganforge import overrides
 from ganforge.errors import ConfigError
+from ganforge.health.rules import STATES
+from ganforge.health.settings import HealthSettings
 from ganforge.regularizers import PENALTIES
 from ganforge.settings import Settings, field_defaults
 
@@ -77,3 +81,24 @@ def test_every_penalty_weight_and_interval_is_a_system_key(tmp_path: Path) -> No
         for key in filter(None, (p.weight, p.interval)):
             assert key in FIELDS and key in system, key
             assert compose_train(tmp_path, f"system.{key}=3").system[key] == 3
+
+
+# --- the health monitor's settings: one record, HealthSettings ----------------------------------
+def test_every_health_setting_is_in_the_composed_config_at_its_default(tmp_path: Path) -> None:
+    own = yaml.safe_load((CONF / "callbacks" / "default.yaml").read_text())["health"]
+    assert set(own) == {"_target_", "dirpath"}  # the yaml repeats no setting
+    cfg = compose_train(tmp_path, "callbacks=eval")
+    # The callbacks keep their order (health after the others; evaluation, from eval.yaml, last).
+    assert list(cfg.callbacks) == ["checkpoint", "samples", "plots", "health", "evaluation"]
+    health = OmegaConf.to_container(cfg.callbacks.health, resolve=True)
+    assert {k: v for k, v in health.items() if k not in own} == field_defaults(HealthSettings)
+    monitor = instantiate(compose_train(tmp_path, "callbacks.health.relax=0.2").callbacks.health)
+    assert monitor.settings == HealthSettings(relax=0.2) and monitor.dirpath == tmp_path
+
+
+def test_one_action_setting_per_state() -> None:
+    actions = [f.name for f in dataclasses.fields(HealthSettings) if f.name.startswith("on_")]
+    assert sorted(actions) == sorted(f"on_{state}" for state in STATES)
+    stop = HealthSettings(on_stalled="stop").on_state
+    assert list(stop) == list(STATES) and stop["stalled"] == "stop"
+    assert {a for s, a in stop.items() if s != "stalled"} == {"warn"}

@@ -20,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 
 from ganforge.compile import check_backend, check_dynamic, check_mode
 from ganforge.errors import ConfigError, check_int, is_number
+from ganforge.health.settings import HealthSettings
 from ganforge.models.layers import check_conditional
 from ganforge.regularizers import PENALTIES
 from ganforge.schedules import check_schedules
@@ -136,6 +137,9 @@ def field_defaults(record: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(record)}
 
 
+# The config nodes that are records' defaults: `system` (conf/system/default.yaml pulls in
+# system_settings) and `callbacks.health` (conf/callbacks/default.yaml, health_settings).
 # Registered on import, which every command and test that composes the config does (ganforge.train
-# imports the system, the system these settings): the node stays the dataclass's, never a copy.
+# imports the system, the system these settings): each node stays its dataclass's, never a copy.
 ConfigStore.instance().store(name="system_settings", node=field_defaults(Settings))
+ConfigStore.instance().store(name="health_settings", node=field_defaults(HealthSettings))

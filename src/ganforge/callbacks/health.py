@@ -36,100 +36,33 @@ from torch import Tensor
 from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.images import save_and_log_image
 from ganforge.data.base import to_float
-from ganforge.errors import ConfigError, check_int
 from ganforge.health import actions, signals
 from ganforge.health.actions import HealthStop
-from ganforge.health.rules import MODE_COUNTS, Diagnoser, Event, Thresholds
+from ganforge.health.rules import MODE_COUNTS, Diagnoser, Event
+from ganforge.health.settings import DEFAULT_EVERY, DEFAULT_WARMUP, MIN_PROBES, HealthSettings
 from ganforge.models.protocols import run_generator
 
 log = logging.getLogger("ganforge")
-ACTIONS = ("warn", "stop")
 # Periodic-evaluation metrics the rules read (as logged: `val/<name>`): FID, recall and every
 # mode count the metric registry knows.
 EVAL_KEYS = ("fid", "recall", *MODE_COUNTS)
-# every_n_iters and warmup_iters left at null: these, shrunk in a short run to give it at least
-# MIN_PROBES probes and a warm-up of a tenth of it.
-DEFAULT_EVERY, DEFAULT_WARMUP, MIN_PROBES = 50, 200, 20
 
 __all__ = ["HealthMonitor", "HealthStop"]
 
 
 class HealthMonitor(L.Callback):
-    def __init__(
-        self,
-        dirpath: str,
-        every_n_iters: int | None = None,
-        warmup_iters: int | None = None,
-        patience: int = 3,
-        probe_size: int = 64,
-        d_accuracy: float = 0.95,
-        d_gap: float = 0.9,
-        d_g_grad_drop: float = 1.0,
-        vanishing_d_fake: float = 0.05,
-        collapse_diversity: float = 0.2,
-        collapse_modes: float = 0.5,
-        collapse_recall: float = 0.5,
-        divergence_factor: float = 1000.0,
-        stall_update_ratio: float = 1e-8,
-        stall_evals: int = 3,
-        stall_min_delta: float = 0.01,
-        relax: float = 0.1,
-        on_d_overpowering: str = "warn",
-        on_vanishing_g_gradient: str = "warn",
-        on_mode_collapse: str = "warn",
-        on_divergence: str = "warn",
-        on_stalled: str = "warn",
-    ) -> None:
-        """
-        Args:
-            dirpath: the run directory: `health.json` there, `plots/health.png` below it.
-            every_n_iters: iterations between probes (the only time the monitor does any work);
-                None: 50, fewer in a short run (at least MIN_PROBES probes).
-            warmup_iters: no diagnosis before this iteration (signals are still logged, and an
-                episode starts where its evidence started, warm-up included): a freshly
-                initialised G is neither diverse nor matched by D. None: 200, at most a tenth
-                of a short run.
-            patience: consecutive probes a rule must hold (or fail) to raise (or clear) a state.
-            probe_size: samples per side in the probe (rounded down to D's pack size).
-            on_<state>: `warn` (default) or `stop` the run when the state is raised.
-            The rest: thresholds of the rules, documented in `ganforge.health.rules`.
-        """
-        key = "callbacks.health."
-        if every_n_iters is not None:
-            check_int(key + "every_n_iters", every_n_iters)
-        if warmup_iters is not None:
-            check_int(key + "warmup_iters", warmup_iters, minimum=0)
-        self._given = (every_n_iters, warmup_iters)
-        check_int(key + "patience", patience)
-        check_int(key + "probe_size", probe_size, minimum=2)
-        self.on_state = {
-            "d_overpowering": on_d_overpowering,
-            "vanishing_g_gradient": on_vanishing_g_gradient,
-            "mode_collapse": on_mode_collapse,
-            "divergence": on_divergence,
-            "stalled": on_stalled,
-        }
-        for state, action in self.on_state.items():
-            if action not in ACTIONS:
-                raise ConfigError(f"{key}on_{state}={action!r} must be one of {list(ACTIONS)}")
-        self.thresholds = Thresholds(
-            d_accuracy=d_accuracy,
-            d_gap=d_gap,
-            d_g_grad_drop=d_g_grad_drop,
-            vanishing_d_fake=vanishing_d_fake,
-            collapse_diversity=collapse_diversity,
-            collapse_modes=collapse_modes,
-            collapse_recall=collapse_recall,
-            divergence_factor=divergence_factor,
-            stall_update_ratio=stall_update_ratio,
-            stall_evals=stall_evals,
-            stall_min_delta=stall_min_delta,
-            relax=relax,
-        )
+    def __init__(self, dirpath: str, **settings: Any) -> None:
+        """`dirpath`: the run directory (`health.json` there, `plots/health.png` below it); the
+        settings as keywords: the fields of `ganforge.health.settings.HealthSettings` (probe
+        interval, warm-up, patience, probe size, the rules' thresholds, `on_<state>` actions),
+        e.g. `HealthMonitor(dirpath, every_n_iters=1, on_mode_collapse="stop")`."""
+        self.settings = s = HealthSettings(**settings)
+        self._given = (s.every_n_iters, s.warmup_iters)
+        self.on_state = s.on_state
         self.dirpath = Path(dirpath)
-        self.every_n_iters = every_n_iters or DEFAULT_EVERY  # until the run's length is known
-        self.warmup_iters = DEFAULT_WARMUP if warmup_iters is None else warmup_iters
-        self.patience, self.probe_size = patience, probe_size
+        self.every_n_iters = s.every_n_iters or DEFAULT_EVERY  # until the run's length is known
+        self.warmup_iters = DEFAULT_WARMUP if s.warmup_iters is None else s.warmup_iters
+        self.patience, self.probe_size = s.patience, s.probe_size
         self.diagnoser: Diagnoser | None = None
         self.episodes: list[dict[str, Any]] = []
         self.history: list[tuple[int, dict[str, float]]] = []
@@ -157,7 +90,7 @@ class HealthMonitor(L.Callback):
         if self._off(trainer):
             return
         self._scale_to(getattr(pl_module, "max_iters", None))
-        self.diagnoser = Diagnoser(self.thresholds, self.patience, pl_module.loss)
+        self.diagnoser = Diagnoser(self.settings, self.patience, pl_module.loss)
         if self._diagnoser_state is not None:  # resumed: continue the references and tracks
             self.diagnoser.load_state_dict(self._diagnoser_state)
             self._diagnoser_state = None

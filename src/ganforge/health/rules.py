@@ -64,17 +64,23 @@ DIVERGENCE_SIGNALS = {"d_loss": 1.0, "g_loss": 1.0, "d_grad_norm": 1.0, "g_grad_
 
 @dataclass(frozen=True)
 class Thresholds:
-    d_accuracy: float = 0.95
-    d_gap: float = 0.9
-    d_g_grad_drop: float = 1.0
-    vanishing_d_fake: float = 0.05
+    """The rules' thresholds (`callbacks.health.<name>`: the fields of
+    `ganforge.health.settings.HealthSettings`, which adds the monitor's own settings)."""
+
+    d_accuracy: float = 0.95  # d_overpowering: D right on >= this share of real AND of fake,
+    d_gap: float = 0.9  # and sure of it: mean D(x) - mean D(G(z)) >= this,
+    d_g_grad_drop: float = 1.0  # and G's grad norm <= this x its largest so far (1.0: not required)
+    vanishing_d_fake: float = 0.05  # vanishing_g_gradient: a saturating loss and D(G(z)) <= this
+    # mode_collapse: fakes' mean pairwise distance <= this x the real one,
     collapse_diversity: float = 0.2
-    collapse_modes: float = 0.5
-    collapse_recall: float = 0.5
+    collapse_modes: float = 0.5  # or (evaluated) a mode count <= this x the best so far,
+    collapse_recall: float = 0.5  # or (images, evaluated) val/recall <= this x the best so far
+    # divergence: a loss or grad norm >= this x its iteration-1 value (floored at 1)
     divergence_factor: float = 1000.0
-    stall_update_ratio: float = 1e-8
+    stall_update_ratio: float = 1e-8  # stalled: G's ||dW|| / ||W|| <= this (G does not move),
+    # or val/fid (2-D: modes, while some are missing) not improved for this many evaluations
     stall_evals: int = 3
-    stall_min_delta: float = 0.01
+    stall_min_delta: float = 0.01  # the relative change that counts as an improvement
     # While a state is active, its thresholds move this fraction of the way towards "healthy"
     # (e.g. accuracy 0.95 -> clears below 0.95 - 0.1 * 0.95 ~ 0.86 with relax 0.1).
     relax: float = 0.1
