@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
@@ -218,8 +220,52 @@ def test_probe_works_for_every_kind_of_model(tmp_path: Path, overrides: list[str
     probe_often = ["callbacks.health.every_n_iters=2", "callbacks.health.warmup_iters=0"]
     cfg = compose_train(tmp_path, *tiny, *overrides, *probe_often, "train.max_iters=4")
     metrics = train(cfg)
-    for key in ("d_acc_real", "d_acc_fake", "diversity", "g_update_ratio", "d_grad_norm"):
-        assert 0 <= metrics[f"health/{key}"] < float("inf"), key
+    health = {k.removeprefix("health/"): v for k, v in metrics.items() if k.startswith("health/")}
+    # D's accuracies are shares of the probe's (at most 64) real and fake samples.
+    for key in ("d_acc_real", "d_acc_fake"):
+        assert 0 <= health[key] <= 1 and (64 * health[key]).is_integer(), (key, health[key])
+    # Both networks got a gradient and took a step, smaller than their weights.
+    for net in ("g", "d"):
+        assert 0 < health[f"{net}_grad_norm"] < math.inf, net
+        assert 0 < health[f"{net}_update_ratio"] < 1, net
+    # An untrained G's samples are spread, not collapsed; diversity is their spread over real's.
+    assert health["real_distance"] > 0 and health["fake_distance"] > 0
+    assert health["diversity"] == pytest.approx(health["fake_distance"] / health["real_distance"])
+    # D's mean outputs are probabilities for a probabilistic loss (scores for a critic).
+    loss = instantiate(cfg.loss)
+    if loss.probabilistic:
+        assert 0 <= health["d_fake"] <= 1 and -1 <= health["d_gap"] <= 1
+    assert all(math.isfinite(health[k]) for k in ("d_fake", "d_gap", "d_loss", "g_loss"))
+
+
+class Constant(torch.nn.Module):
+    """A collapsed G: the point (-1, -1) whatever z."""
+
+    z_dim = 8
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.full((z.shape[0], 2), -1.0)
+
+
+class Diagonal(torch.nn.Module):
+    """A D that calls a point real when x + y > 1, sharply (logit 20 (x + y - 1))."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 20 * (x.sum(dim=1, keepdim=True) - 1)
+
+
+def test_probe_signals_of_a_hand_built_case() -> None:
+    system, _ = toy_system()
+    system.G, system.D = Constant(), Diagonal()
+    # Real corners of a 3 x 4 rectangle: pairwise distances 3, 4, 5, 5, 4, 3 (mean 4); D calls
+    # the one at the origin fake (logit -20), the others real (logits 40, 60, 120).
+    real = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [3.0, 4.0]])
+    s = HealthMonitor("unused", probe_size=4)._probe(system, {"x": real})
+    assert s["d_acc_real"] == 0.75 and s["d_acc_fake"] == 1.0  # fakes: logit -60
+    assert s["real_distance"] == pytest.approx(4.0) and s["fake_distance"] == 0.0
+    assert s["diversity"] == 0.0  # collapsed to one point
+    assert s["d_fake"] == pytest.approx(0.0, abs=1e-12)  # sigmoid(-60)
+    assert s["d_gap"] == pytest.approx(0.75)  # mean D(x) = (0 + 1 + 1 + 1) / 4
 
 
 def test_probe_on_dcgan_images(tmp_path: Path) -> None:
