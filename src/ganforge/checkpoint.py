@@ -588,15 +588,15 @@ def write_record(
     n_classes: int | None,
     meta: dict[str, Any],
     noise_rng: Tensor,
-    loggers: list[Any] | tuple[Any, ...] = (),
+    wandb_run_id: str | None = None,
 ) -> dict[str, Any]:
     """The record `GANSystem` saves under RECORD_KEY (read back by `load`): tensors and plain
     data only, so the checkpoint loads with weights_only=True. Besides the facts above it holds
     the exact-resume state: the training noise stream, the global RNGs as of now (DiffAugment,
-    dropout, flips) and the W&B run id, so a resumed run continues the same W&B run."""
+    dropout, flips) and the W&B run id (`loggers.wandb_run_id`), so a resumed run continues the
+    same W&B run."""
     from ganforge.rng import get_rng_states  # rng.py owns the global streams
 
-    wandb = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
     return {
         "iteration": iteration,
         "generator": describe_network(generator),
@@ -607,7 +607,7 @@ def write_record(
         "n_classes": n_classes,
         "meta": meta,
         "noise_rng": noise_rng,
-        "wandb_run_id": None if wandb is None else str(wandb.version),
+        "wandb_run_id": wandb_run_id,
         "rng": get_rng_states(),
     }
 

@@ -112,6 +112,15 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def wandb_run_id(loggers: list[Logger]) -> str | None:
+    """The W&B run's id among a run's loggers (None without W&B): the checkpoint record keeps it,
+    so a resumed run continues the same W&B run (train.py hands it back to `logger.wandb.id`)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return str(logger.version)
+    return None
+
+
 def log_summary(loggers: list[Logger], cfg: DictConfig, summary: dict[str, Any]) -> None:
     """The run's summary where each tracker shows one: W&B's run summary, TensorBoard's HParams
     (settings beside the final metrics, `final/<metric>` so the curves get no extra point)."""

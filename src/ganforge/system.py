@@ -34,6 +34,7 @@ from ganforge.augment import diff_augment, parse_policy
 from ganforge.checkpoint import RECORD_KEY, resume_state, write_record
 from ganforge.compile import CompileReport, compile_system, eager
 from ganforge.errors import ConfigError
+from ganforge.loggers import wandb_run_id
 from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator, run_generator
 from ganforge.nan_guard import NanGuard
@@ -346,7 +347,7 @@ class GANSystem(L.LightningModule):
             n_classes=self.n_classes,
             meta=self.hparams.meta or {},
             noise_rng=self.noise.get_state(),
-            loggers=self.loggers,
+            wandb_run_id=wandb_run_id(self.loggers),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
