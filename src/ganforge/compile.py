@@ -97,8 +97,9 @@ def _smoke_compile(search: tuple[str | None, ...]) -> None:
         cpp_builder.cpp_compiler_search(search)
     except exc.InvalidCxxCompiler:
         raise ConfigError(
-            f"system.compile needs a C++ compiler for inductor on a CPU, and none of {search} "
-            f"runs here; install one (e.g. apt-get install g++) or point $CXX at it, {FIX}"
+            f"system.compile needs a C++ compiler for inductor on a CPU, and none of "
+            f"{[cxx for cxx in search if cxx]} runs here; install one (e.g. apt-get install g++) "
+            f"or point $CXX at it, {FIX}"
         ) from None
     include = Path(sysconfig.get_paths()["include"])
     if not (include / "Python.h").is_file():
