@@ -106,6 +106,16 @@ class GANLoss:
         logits = logits.detach().float()
         return (torch.sigmoid(logits) if self.probabilistic else logits).mean()
 
+    def d_outputs_logged(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        """D's mean outputs on reals and fakes under their metric names: probabilities
+        (`train/d_real`, `train/d_fake`) where the record says D outputs one, raw scores under
+        their own names (`train/d_real_score`, ...) otherwise (README, metrics)."""
+        suffix = "" if self.probabilistic else "_score"
+        return {
+            f"train/d_real{suffix}": self.d_output(real_logits),
+            f"train/d_fake{suffix}": self.d_output(fake_logits),
+        }
+
     def __repr__(self) -> str:
         return f"GANLoss({self.name!r})"
 

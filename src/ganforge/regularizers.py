@@ -17,7 +17,8 @@ forward's outputs (`Penalty.of_outputs`), as R3GAN's Trainer.py:28-36 does. The 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -140,3 +141,44 @@ PENALTIES: tuple[Penalty, ...] = (
     Penalty("r1", "train/r1", "r1_gamma", "r1_interval", "real", 0.5, r1_penalty, zero_centred),
     Penalty("r2", "train/r2", "r2_gamma", "r2_interval", "fake", 0.5, r2_penalty, zero_centred),
 )
+
+
+# D as the GAN system trains it: (images, labels or None) -> (logits, ACGAN class logits or None).
+Judge = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
+Judged = tuple[Tensor, Tensor | None]
+
+
+def judge_with_penalties(
+    judge: Judge,
+    real: Tensor,
+    fake: Tensor,
+    y_real: Tensor | None,
+    y_fake: Tensor | None,
+    due: Sequence[tuple[Penalty, float]],
+    pack: int = 1,
+) -> tuple[Judged, Judged, dict[str, Tensor]]:
+    """`judge` on one D update's reals and fakes, and the `due` penalties (each with the factor it
+    enters D's loss with), keyed by metric name and weighted. R1 and R2 are read off these very
+    outputs (R3GAN's Trainer.py:28-36): the batch they need is `watched` before D sees it. The
+    gradient penalty judges its interpolates with the reals' labels."""
+    from ganforge.compile import eager  # compile.py reads PENALTIES: imported here, not above
+
+    shared = {p.needs for p, _ in due if p.of_outputs is not None}
+    real = watched(real) if "real" in shared else real
+    fake = watched(fake) if "fake" in shared else fake
+    # Double backward cannot run through compiled graphs: a forward a penalty differentiates,
+    # and a penalty's own, run eagerly.
+    with eager() if shared else contextlib.nullcontext():
+        judged = {"real": judge(real, y_real), "fake": judge(fake, y_fake)}
+    penalties: dict[str, Tensor] = {}
+    for penalty, factor in due:
+        if penalty.of_outputs is not None:
+            x = real if penalty.needs == "real" else fake
+            value = penalty.of_outputs(judged[penalty.needs][0], x, pack)
+        else:
+            with eager():
+                value = penalty(
+                    lambda x: judge(x, y_real)[0], real, lambda x: judge(x, y_fake)[0], fake, pack
+                )
+        penalties[penalty.metric] = factor * value
+    return judged["real"], judged["fake"], penalties

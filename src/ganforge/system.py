@@ -18,8 +18,6 @@ NaN loss does (`nan_guard.py`), the global RNG states (`rng.py`) and the checkpo
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -30,17 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ganforge import ema
 from ganforge.augment import diff_augment, parse_policy
-from ganforge.checkpoint import RECORD_KEY, resume_state, write_record
-from ganforge.compile import CompileReport, compile_system, eager
+from ganforge.compile import CompileReport, compile_system
 from ganforge.errors import ConfigError
-from ganforge.loggers import wandb_run_id
 from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator, run_generator
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
-from ganforge.regularizers import PENALTIES, watched
-from ganforge.rng import set_rng_states
+from ganforge.regularizers import PENALTIES, Judged, judge_with_penalties
+from ganforge.resume import ResumeRecord
 from ganforge.schedules import Schedules, ema_decay_at  # noqa: F401 (benchmark.py imports it)
 from ganforge.settings import Settings
 
@@ -78,13 +75,10 @@ class GANSystem(L.LightningModule):
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.n_critic, self.max_iters, self.n_classes = s.n_critic, s.max_iters, s.n_classes
-        self._d_suffix = "" if self.loss.probabilistic else "_score"
         self.augment_policy = parse_policy(s.diffaugment)
         # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
         self.pack: int = discriminator.pack
-        self.G_ema: nn.Module | None = None
-        if s.ema_decay is not None:
-            self.G_ema = copy.deepcopy(generator).requires_grad_(False)
+        self.G_ema = None if s.ema_decay is None else ema.averaged_copy(generator)
         self.iteration = 0  # GAN iterations = generator updates; saved in the checkpoint
         z, y = fixed_inputs(s.n_fixed, s.seed, generator.z_dim, s.n_classes)
         # Persistent buffers: saved and restored with the weights, so grids stay comparable.
@@ -94,7 +88,7 @@ class GANSystem(L.LightningModule):
         self.noise = TrainingNoise(s.seed, generator.z_dim, s.n_classes)
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
-        self._pending_rng: dict[str, Any] | None = None
+        self.resume = ResumeRecord()  # the exact-resume state in the checkpoint (resume.py)
         self.compile_report = CompileReport()
 
     # --- sampling -----------------------------------------------------------------------------
@@ -197,10 +191,7 @@ class GANSystem(L.LightningModule):
                 # Of the last D update, like d_loss: d_adv, d_aux (ACGAN), gp, r1 (when applied).
                 **{key: term.detach() for key, term in d_terms.items()},
                 "train/g_loss": g_loss.detach(),
-                # Probabilities (a sigmoid of D's logit) only where the loss's record says D
-                # outputs one; raw scores otherwise, under their own names (README, metrics).
-                f"train/d_real{self._d_suffix}": self.loss.d_output(d_real),
-                f"train/d_fake{self._d_suffix}": self.loss.d_output(d_fake),
+                **self.loss.d_outputs_logged(d_real, d_fake),  # probabilities or scores
                 **self._grad_norms,
                 **self.schedules.logged(self.iteration, self.trainer.optimizers),
             }
@@ -241,35 +232,14 @@ class GANSystem(L.LightningModule):
 
     def _judge(
         self, real: Tensor, fake: Tensor, y: Tensor | None = None, y_fake: Tensor | None = None
-    ) -> tuple[tuple[Tensor, Tensor | None], tuple[Tensor, Tensor | None], dict[str, Tensor]]:
-        """D's outputs on one D update's reals and fakes, and the penalties of
-        `regularizers.PENALTIES` due in it, on D as trained: with the labels (interpolates keep
-        the reals') and through DiffAugment. Keyed by metric name, each weighted as it is added to
-        D's loss. R1 and R2 are read off the loss's own forward (R3GAN's Trainer.py:28-36): the
-        batch they need is watched before D sees it; the gradient penalty runs its own."""
-        due = [(p, p.due(self.settings, self.iteration)) for p in PENALTIES]
+    ) -> tuple[Judged, Judged, dict[str, Tensor]]:
+        """D on one D update's reals and fakes, with the penalties of `regularizers.PENALTIES`
+        due in this iteration (lazy intervals, the penalty schedule), on D as trained: with the
+        labels and through DiffAugment (`regularizers.judge_with_penalties`)."""
         scale = self.schedules.penalty_scale(self.iteration)
-        due = [(p, factor * scale) for p, factor in due if factor * scale]
-        shared = {p.needs for p, _ in due if p.of_outputs is not None}
-        real = watched(real) if "real" in shared else real
-        fake = watched(fake) if "fake" in shared else fake
-        # Double backward cannot run through compiled graphs: a forward a penalty reads, and a
-        # penalty's own, run eagerly.
-        with eager() if shared else contextlib.nullcontext():
-            judged = {"real": self.discriminate(real, y), "fake": self.discriminate(fake, y_fake)}
-        penalties: dict[str, Tensor] = {}
-        for penalty, factor in due:
-            if penalty.of_outputs is not None:
-                x = real if penalty.needs == "real" else fake
-                value = penalty.of_outputs(judged[penalty.needs][0], x, self.pack)
-            else:
-                with eager():
-                    value = penalty(
-                        lambda x: self.discriminate(x, y)[0], real,
-                        lambda x: self.discriminate(x, y_fake)[0], fake, pack=self.pack,
-                    )  # fmt: skip
-            penalties[penalty.metric] = factor * value
-        return judged["real"], judged["fake"], penalties
+        due = [(p, p.due(self.settings, self.iteration) * scale) for p in PENALTIES]
+        due = [(p, factor) for p, factor in due if factor]
+        return judge_with_penalties(self.discriminate, real, fake, y, y_fake, due, self.pack)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Runs after AMP has unscaled the gradients, so clipping and norms are in true units.
@@ -284,16 +254,9 @@ class GANSystem(L.LightningModule):
             return
         self._grad_norms["train/g_grad_norm" if is_g else "train/d_grad_norm"] = norm.detach()
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        decay = self.schedules.ema_beta(self.iteration)
-        ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        # BatchNorm statistics are not averaged: the EMA generator uses G's current ones.
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            b_ema.copy_(b)
+        if self.G_ema is not None:
+            ema.update(self.G_ema, self.G, self.schedules.ema_beta(self.iteration))
 
     # --- logging --------------------------------------------------------------------------------
     def log_iteration_metrics(self, metrics: dict[str, float]) -> None:
@@ -328,34 +291,15 @@ class GANSystem(L.LightningModule):
         self.compile_report.finish(self.iteration, self.last_metrics)
 
     def on_train_start(self) -> None:
-        if self._pending_rng is not None:
-            # Restored here, after Lightning has built the loaders, so that nothing between the
-            # checkpoint and the first step moves the streams.
-            set_rng_states(self._pending_rng)
-            self._pending_rng = None
+        self.resume.restore_rng()  # now, after Lightning has built the loaders
         if self.max_iters is not None and self.iteration >= self.max_iters:
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RECORD_KEY] = write_record(
-            self.G,
-            self.D,
-            iteration=self.iteration,
-            loss=self.loss.name,
-            has_ema=self.G_ema is not None,
-            conditional=self.settings.conditional,
-            n_classes=self.n_classes,
-            meta=self.hparams.meta or {},
-            noise_rng=self.noise.get_state(),
-            wandb_run_id=wandb_run_id(self.loggers),
-        )
+        self.resume.save(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = resume_state(checkpoint.get(RECORD_KEY, {}))
-        self.iteration = state.iteration
-        if state.noise_rng is not None:  # checkpoints from before exact resume lack it
-            self.noise.set_state(state.noise_rng)
-        self._pending_rng = state.rng
+        self.resume.load(self, checkpoint)
 
 
 def _check_discriminator_conditional(discriminator: nn.Module, conditional: str) -> None:
