@@ -122,6 +122,13 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path:
     assert not lock.exists()
     lock.write_text(lock_of(dead))
     assert claim(tmp_path / "run") == lock  # every process of the lock gone: taken over
+    for damaged in ("{not json", '{"processes": [1, 2]}', "[]", ""):
+        lock.write_text(damaged)
+        assert claim(tmp_path / "run") == lock  # half written or damaged: nobody's
+    # Another machine's processes cannot be asked: its lock is left to the user.
+    lock.write_text(json.dumps({"host": "elsewhere", "processes": [[dead, None]]}))
+    with pytest.raises(GanforgeError, match=r"locked by a ganforge-reproduce on elsewhere.*delete"):
+        claim(tmp_path / "run")
 
 
 def test_rerun_into_a_directory_in_use_exits_2_before_training(
@@ -173,7 +180,8 @@ def test_a_stopped_harness_leaves_no_training_behind(tmp_path: Path, signum: int
     assert harness.returncode == 128 + signum, stderr[-2000:]
     assert training_processes(tmp_path) == []  # waited for: none left running
     name = signal.Signals(signum).name
-    assert re.search(rf"stopped by {name}: .*run the same command again to resume", stderr)
+    said = re.findall(rf"stopped by {name}: stopped its 2 training process\(es\).*resume", stderr)
+    assert len(said) == 1, stderr[-2000:]
     assert not list(tmp_path.rglob(LOCK_FILE))  # released on the way out
     assert not list(tmp_path.rglob("reproduce_result.json"))  # nothing counted as finished
     if signum != signal.SIGTERM:

@@ -130,9 +130,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         summary = reproduce(opts, children)
     except Stopped as stop:
         log.error(
-            "ganforge-reproduce stopped by %s: its training processes were stopped (each saved "
+            "ganforge-reproduce stopped by %s: stopped its %d training process(es) (each saved "
             "a checkpoint when it could); run the same command again to resume",
             stop,
+            children.stopped,
         )
         sys.exit(128 + stop.signum)
     except GanforgeError as err:

@@ -45,6 +45,7 @@ class Children:
         self.grace_s = grace_s
         self.stopping = False
         self.hurry = False  # a second signal: kill now
+        self.stopped = 0  # how many stop() found running
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
 
@@ -82,6 +83,7 @@ class Children:
                     proc.wait()
                 break
             time.sleep(0.1)
+        self.stopped += len(procs)
         return len(procs)
 
 
@@ -114,15 +116,20 @@ def claim(folder: Path) -> Path:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             holder = _read_lock(path)
-            alive = [pid for pid, started in holder.get("processes", []) if _alive(pid, started)]
-            if alive and holder.get("host") == socket.gethostname():
+            host = holder.get("host")
+            if host not in (None, socket.gethostname()):
+                # Another machine's processes cannot be asked (a folder shared between hosts).
+                raise GanforgeError(
+                    f"{folder} is locked by a ganforge-reproduce on {host} ({path}); if nothing "
+                    f"runs there any more, delete {path} and run this command again"
+                ) from None
+            alive = [pid for pid, started in _processes(holder) if _alive(pid, started)]
+            if alive:
                 raise GanforgeError(
                     f"{folder} is in use by another ganforge-reproduce or its training (pid "
                     f"{', '.join(map(str, alive))}, see {path}); wait for it to finish or stop "
                     f"it (kill {alive[0]}), then run this command again to resume"
                 ) from None
-            # (Another machine's processes cannot be asked: a shared folder in use there is
-            # refused by the harness there.)
             log.warning("%s: taking over the lock of a stopped harness (%s)", folder, holder)
             path.unlink(missing_ok=True)
             continue
@@ -141,7 +148,7 @@ def note_child(lock: Path, pid: int) -> None:
 
 
 def release(lock: Path) -> None:
-    if _read_lock(lock).get("processes", [[None]])[0][0] == os.getpid():
+    if _processes(_read_lock(lock))[:1] == [(os.getpid(), _start_time(os.getpid()))]:
         lock.unlink(missing_ok=True)
 
 
@@ -156,6 +163,13 @@ def _read_lock(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}  # unreadable or half written: nobody's
     return data if isinstance(data, dict) else {}
+
+
+def _processes(holder: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The lock's (pid, start time) pairs, harness first; none from a damaged lock."""
+    listed = holder.get("processes")
+    pairs = listed if isinstance(listed, list) else []
+    return [tuple(p) for p in pairs if isinstance(p, list) and len(p) == 2]  # type: ignore[misc]
 
 
 def _start_time(pid: int) -> int | None:

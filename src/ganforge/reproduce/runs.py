@@ -21,7 +21,7 @@ from ganforge import checkpoint
 from ganforge.errors import CheckpointError, GanforgeError
 from ganforge.reproduce.evaluate import evaluate_run
 from ganforge.reproduce.options import Options
-from ganforge.reproduce.processes import Children, claim, note_child, release
+from ganforge.reproduce.processes import Children, Stopped, claim, note_child, release
 from ganforge.reproduce.variants import Variant
 
 log = logging.getLogger("ganforge")
@@ -65,7 +65,8 @@ def run_all(
             future.result()
     except BaseException as err:
         # A signal (Stopped), Ctrl-C in a library call, or a bug: no training outlives us.
-        if stopped := children.stop():
+        stopped = children.stop()
+        if stopped and not isinstance(err, Stopped):  # a signal's line is main's
             log.error("%s: stopped %d training process(es) and waited for them",
                       type(err).__name__, stopped)  # fmt: skip
         raise
