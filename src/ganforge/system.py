@@ -12,36 +12,35 @@ theirs, fakes are drawn for labels sampled uniformly, and the fixed noise has on
 DiffAugment, when on, sits between every image and D, in both updates and in the penalties.
 
 What is not the game lives beside it: the noise stream and its DDP slicing (`noise.py`), what a
-NaN loss does (`nan_guard.py`), the global RNG states (`rng.py`) and the checkpoint record
-(`checkpoint.write_record`).
+NaN loss does (`nan_guard.py`), the exact-resume record (`resume.py`), the EMA (`ema.py`), the
+optimizers and their schedules (`optimizers.py`, `schedules.py`), gradient clipping
+(`gradients.py`) and D's penalties (`regularizers.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
-from ganforge import ema
+from ganforge import ema, optimizers
 from ganforge.augment import diff_augment, parse_policy
 from ganforge.compile import CompileReport, compile_system
 from ganforge.errors import ConfigError
+from ganforge.gradients import clip_or_measure
 from ganforge.losses import GANLoss
 from ganforge.models.protocols import check_discriminator, check_generator, run_generator
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
+from ganforge.optimizers import OptimizerFactory
 from ganforge.regularizers import PENALTIES, Judged, judge_with_penalties
 from ganforge.resume import ResumeRecord
 from ganforge.schedules import Schedules, ema_decay_at  # noqa: F401 (benchmark.py imports it)
 from ganforge.settings import Settings
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class GANSystem(L.LightningModule):
@@ -243,16 +242,11 @@ class GANSystem(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Runs after AMP has unscaled the gradients, so clipping and norms are in true units.
-        is_g = optimizer is self.trainer.optimizers[0]
-        params = [p for p in (self.G if is_g else self.D).parameters() if p.grad is not None]
-        max_norm = self.settings.grad_clip_g if is_g else self.settings.grad_clip_d
-        if max_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        elif self.settings.log_grad_norm:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        else:
-            return
-        self._grad_norms["train/g_grad_norm" if is_g else "train/d_grad_norm"] = norm.detach()
+        is_g, s = optimizer is self.trainer.optimizers[0], self.settings
+        net, max_norm = (self.G, s.grad_clip_g) if is_g else (self.D, s.grad_clip_d)
+        norm = clip_or_measure(net, max_norm, s.log_grad_norm)
+        if norm is not None:
+            self._grad_norms[f"train/{'g' if is_g else 'd'}_grad_norm"] = norm.detach()
 
     def _update_ema(self) -> None:
         if self.G_ema is not None:
@@ -268,21 +262,13 @@ class GANSystem(L.LightningModule):
 
     # --- optimizers and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opts = [self.g_optimizer(self.G.parameters()), self.d_optimizer(self.D.parameters())]
         world = 1 if self._trainer is None else self.trainer.world_size
         self.schedules = Schedules.of(self.settings, world)  # optim.decay_images counts them all
-        if self.schedules.lr is None:
-            return opts
-        # Stepped by hand once per GAN iteration (manual optimization); Lightning saves and
-        # restores their state with the checkpoint.
-        return opts, [LambdaLR(opt, self.schedules.lr) for opt in opts]
+        return optimizers.build(self.G, self.D, self.g_optimizer, self.d_optimizer, self.schedules)
 
     def _step_lr_decay(self) -> None:
-        """The lrs and Adam's beta2 for the next iteration (ganforge.schedules)."""
-        if self.schedules.lr is not None:
-            for scheduler in self.lr_schedulers():
-                scheduler.step()
-        self.schedules.set_beta2(self.trainer.optimizers, self.iteration)
+        schedulers = self.lr_schedulers() if self.schedules.lr is not None else None
+        optimizers.step(self.schedules, schedulers, self.trainer.optimizers, self.iteration)
 
     def configure_model(self) -> None:
         compile_system(self)  # system.compile: in place, so checkpoints keep eager's keys
