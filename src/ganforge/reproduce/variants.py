@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganforge.errors import ConfigError, check_int
+from ganforge.metrics.toy2d import QUALITY_SIGMAS
 from ganforge.models.protocols import is_image_data
 from ganforge.overrides import check_overrides, config_loader
 from ganforge.preflight import check_config, check_loggers
@@ -20,9 +21,6 @@ from ganforge.train import config_dir
 
 if TYPE_CHECKING:
     from ganforge.reproduce.options import Options
-
-# mode_stats fixes the high-quality radius; a preset asking for another one cannot be honoured.
-MODE_STATS_SIGMAS = 3
 
 
 @dataclass
@@ -111,10 +109,11 @@ def protocol_of(cfg: DictConfig) -> dict[str, Any] | None:
             f"that many points for every metric), not {counts}"
         )
     check_int("paper.protocol.min_per_mode", p.get("min_per_mode"))
-    if p.get("sigmas", MODE_STATS_SIGMAS) != MODE_STATS_SIGMAS:
+    if p.get("sigmas", QUALITY_SIGMAS) != QUALITY_SIGMAS:
         raise ConfigError(
             f"paper.protocol.sigmas={p['sigmas']} but ganforge's mode metric counts a point as "
-            f"high quality within {MODE_STATS_SIGMAS} std (metrics/toy2d.py); set sigmas: 3"
+            f"high quality within {QUALITY_SIGMAS} std (metrics/toy2d.py); "
+            f"set sigmas: {QUALITY_SIGMAS}"
         )
     return p
 
