@@ -1,6 +1,8 @@
-"""`ganforge-reproduce`: bad inputs, the table's bookkeeping, a killed run resumed end to end, a
-shorter run extended, and the CIFAR-10 presets' code path (the faithful PacGAN recipe's learning
-test is tests/test_faithful_pacgan.py)."""
+"""`ganforge-reproduce`: bad inputs, the table's bookkeeping (runs, statistics and numbers read as
+ganforge-report reads them), a killed run resumed end to end, a shorter run extended (and when
+system.compile forbids it), and the CIFAR-10 presets' code path (the faithful PacGAN recipe's
+learning test is tests/test_faithful_pacgan.py; a harness stopped by a signal,
+tests/test_reproduce_signals.py)."""
 
 from __future__ import annotations
 
