@@ -356,3 +356,29 @@ def test_the_final_evaluation_reaches_the_console(tmp_path: Path, caplog) -> Non
     assert lines[0] == "final evaluation of iteration 40: 40 samples"
     assert lines[-1].startswith("final val/modes_captured ") and logged
     assert all(key in lines[-1] for key in logged)
+
+
+def test_the_scores_run_on_one_thread_and_give_the_others_back(tmp_path: Path, monkeypatch) -> None:
+    """FID's eigendecompositions on two threads of a busy machine spin-wait for each other."""
+    import dataclasses
+
+    from ganforge.metrics import registry
+
+    seen = []
+    fid = registry.REGISTRY["fid"]
+
+    def counting(*args: Any) -> dict[str, float]:
+        seen.append(torch.get_num_threads())
+        return fid.compute(*args)
+
+    monkeypatch.setitem(registry.REGISTRY, "fid", dataclasses.replace(fid, compute=counting))
+    write_pngs(tmp_path / "images", 12)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        result = evaluator(tmp_path / "cache", FakeExtractor())(
+            noise, 4, None, folder_data(tmp_path / "images")
+        )
+        assert seen == [1] and torch.get_num_threads() == 2 and result["fid"] > 0
+    finally:
+        torch.set_num_threads(threads)

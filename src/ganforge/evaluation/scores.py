@@ -15,11 +15,14 @@ checkpoint):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import torch
 
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.evaluation.progress import duration
@@ -68,6 +71,21 @@ def _check_protocol(reference: ReferenceStats, extractor: FeatureExtractor) -> N
             f"reference statistics were computed under a different protocol {differ} "
             f"(reference, extractor); recompute them with this extractor"
         )
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """The scores on one CPU thread. FID's eigendecompositions are many short parallel sections;
+    on a busy machine each waits, spinning, for a descheduled second thread, which made them
+    several times slower than one thread (measured in the README, "ganforge-eval"); on an idle
+    one more threads save at most part of what one takes, a few seconds. The Inception pass keeps
+    every thread: its convolutions are long enough to gain from them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def evaluate(
@@ -126,8 +144,9 @@ def evaluate(
     opts = InceptionOptions(kid_subsets, subset, pr_k, is_splits, seed, extractor.device)
     out: dict[str, Any] = {}
     started = time.monotonic()
-    for name in names:
-        out.update(REGISTRY[name].compute(features, logits, reference, opts))
+    with _one_thread():
+        for name in names:
+            out.update(REGISTRY[name].compute(features, logits, reference, opts))
     # FID's eigendecompositions of 2048 x 2048 covariances take seconds on a CPU: said, not hidden.
     log.info(
         "evaluation: %s from the features in %s",
