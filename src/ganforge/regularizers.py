@@ -105,6 +105,10 @@ class Penalty:
     # saw it: (outputs, batch, pack) -> penalty. None: the penalty needs a forward of its own.
     of_outputs: Callable[[Tensor, Tensor, int], Tensor] | None = None
 
+    def __post_init__(self) -> None:
+        # Read off D's loss forward, a penalty is at one batch D's loss judges, reals or fakes.
+        assert self.of_outputs is None or self.needs != "both", self.name
+
     def __call__(
         self,
         D: Callable[[Tensor], Tensor],
