@@ -5,8 +5,7 @@ file and in a batch job's output.
 A phase that will take longer than `PROGRESS_AFTER_S` is announced with its cost and the setting
 that shrinks it, then logs its count and the time left every tenth; every phase ends with one line
 of its count and time. The first batch pays one-off costs (allocation, oneDNN's weight packing,
-first-touch pages: a few times a later batch), so costs and times left are estimated from the
-batches after it.
+first-touch pages), so costs and times left are estimated from the batches after it.
 """
 
 from __future__ import annotations
