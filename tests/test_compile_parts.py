@@ -1,7 +1,8 @@
 """`system.compile` with the parts that change how G and D are called: an ACGAN's D.judge,
 WGAN-GP's gradient penalty (D eager inside a compiled run: double backward), bf16-mixed autocast,
-and DDP on two CPU processes (gloo). Each trains compiled for a few iterations and is held to the
-eager run from the same seed: the same state-dict keys, the same game to a stated tolerance.
+DDP on two CPU processes (gloo), nan_policy=skip. Each trains compiled for a few iterations and
+is held to the eager run from the same seed: the same state-dict keys, the same game to a stated
+tolerance.
 
 Run as a script (`python tests/test_compile_parts.py OUT override...`) it is the DDP test's
 helper: ddp_dump's training, plus each rank's compile counts in OUT/compile{rank}.json."""
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose_train, toy_system
+from conftest import compose_train, quiet_trainer, toy_system
 from ganforge.models import mlp
 from ganforge.train import train
 from test_compile import LOSS_ATOL, WEIGHT_RTOL
 from test_ddp import COMMON, run_dump
+from test_fault_tolerance import nan_d_loss_at
 
 
 def test_an_acgan_discriminator_is_compiled_where_the_step_calls_it() -> None:
@@ -45,6 +47,16 @@ def test_an_acgan_discriminator_is_compiled_where_the_step_calls_it() -> None:
     torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-6)
     torch.testing.assert_close(class_logits, eager_class_logits, rtol=0, atol=1e-6)
     assert "judge" not in "".join(system.state_dict())
+
+
+def test_nan_policy_skip_skips_a_compiled_update() -> None:
+    # A skipped update returns from the step between D's compiled forward and its backward.
+    system, dm = toy_system(max_iters=6, nan_policy="skip", compile=True)
+    nan_d_loss_at(system, 3)
+    quiet_trainer().fit(system, datamodule=dm)
+    assert system.iteration == 6 and system.nan_guard.skipped == 1
+    assert system.D._compiled_call_impl is not None  # nn.Module.compile's wrapper
+    assert all(torch.isfinite(p).all() for p in system.parameters())
 
 
 # A tiny MLP on the ring, 10 iterations, with the health probe, periodic evaluations and the
