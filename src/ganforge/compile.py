@@ -132,8 +132,8 @@ def compile_system(system: Any) -> None:
         net.compile(mode=mode, dynamic=s.compile_dynamic)
         compiled.append(name)
     if "D" in compiled and s.conditional == "acgan":
-        # An ACGAN's training step calls D.judge (logits and class logits), not D's __call__:
-        # judge is compiled too, as an instance attribute (outside the state dict), once.
+        # GANSystem.discriminate calls an ACGAN's D.judge (logits and class logits), not D's
+        # __call__: judge is compiled too, as an instance attribute (outside the state dict), once.
         if "judge" not in vars(system.D):
             system.D.judge = torch.compile(system.D.judge, mode=mode, dynamic=s.compile_dynamic)
         compiled.append("D.judge")
