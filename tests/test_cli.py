@@ -163,8 +163,8 @@ HYDRA_LEVEL = [
 @pytest.mark.parametrize(("command", "args", "expected"), HYDRA_LEVEL)
 def test_a_hydra_level_mistake_is_named_with_the_closest_key(command, args, expected) -> None:
     from ganforge import overrides
+    from ganforge.cli import config_dir
     from ganforge.errors import ConfigError
-    from ganforge.train import config_dir
 
     with pytest.raises(ConfigError) as err:
         argv = overrides.normalize(args)
@@ -187,7 +187,7 @@ def test_a_hydra_level_mistake_is_named_with_the_closest_key(command, args, expe
 )
 def test_good_command_lines_pass_the_check(args) -> None:
     from ganforge import overrides
-    from ganforge.train import config_dir
+    from ganforge.cli import config_dir
 
     overrides.check_argv(overrides.normalize(args), config_dir(), "train", "ganforge-train")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ganforge.train import config_dir
+from ganforge.cli import config_dir
 
 # Run in a fresh interpreter: a hook reports the first import of torch on stdout, where Hydra's
 # job logging writes the command's lines, so their order is the order they happened in.
@@ -91,12 +91,6 @@ def test_the_first_line_precedes_reading_the_checkpoint(
             "torch, Lightning and the checkpoint"
         ]
     ]
-
-
-def test_the_command_finds_the_config_folder_train_does() -> None:
-    from ganforge import eval as eval_mod
-
-    assert eval_mod._config_dir() == config_dir()
 
 
 def test_importing_the_command_loads_neither_torch_nor_lightning() -> None:

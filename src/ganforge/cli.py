@@ -23,6 +23,14 @@ from omegaconf import DictConfig
 from ganforge.errors import ConfigError, GanforgeError
 
 log = logging.getLogger("ganforge")
+
+
+def config_dir() -> Path:
+    """`conf/` inside an installed wheel, else the repository's top-level `conf/` (editable).
+    Here, in a module that loads neither torch nor Lightning, so ganforge-eval can name its config
+    folder before its first line."""
+    packaged = Path(__file__).with_name("conf")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 T = TypeVar("T")
 
 # Jobs of this process's multirun that stopped on a user error (their messages were logged).

@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ganforge.cli import report_user_errors, run_hydra_main
+from ganforge.cli import config_dir, report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool
 
 # torch, Lightning and everything that imports them are imported inside the functions that use
@@ -36,8 +36,6 @@ log = logging.getLogger("ganforge")
 def _data_dirs() -> list[Path]:
     """conf/data folders on Hydra's search path, first wins: those the user added with
     hydra.searchpath=[file://DIR], then ganforge's own conf/data."""
-    from ganforge.train import config_dir
-
     dirs = []
     if HydraConfig.initialized():
         for source in HydraConfig.get().runtime.config_sources:
@@ -356,15 +354,7 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
     console.print(f"written to {out}")
 
 
-def _config_dir() -> Path:
-    """`train.config_dir()`, for the decorator below, without importing train (and Lightning)
-    before the first line; tests/test_eval_startup.py holds the two equal. The fact belongs in a
-    module that imports neither (see the closing note of #23)."""
-    packaged = Path(__file__).with_name("conf")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
-
-
-@hydra.main(version_base="1.3", config_path=str(_config_dir()), config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate_checkpoint(cfg)

@@ -17,13 +17,12 @@ from torch import Tensor, nn
 from ganforge import checkpoint
 from ganforge.callbacks.images import image_grid
 from ganforge.callbacks.samples import scatter_image
-from ganforge.cli import report_user_errors, run_hydra_main
+from ganforge.cli import config_dir, report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
 from ganforge.evaluation.progress import with_progress
 from ganforge.metrics.files import atomic_write_bytes
 from ganforge.models.protocols import check_generator, is_image, run_generator
 from ganforge.outputs import writable_file
-from ganforge.train import config_dir
 
 log = logging.getLogger("ganforge")
 

@@ -26,7 +26,7 @@ from ganforge import loggers as loggers_
 from ganforge.callbacks.checkpoint import IterationCheckpoint, describe_after_divergence
 from ganforge.callbacks.evaluation import PeriodicEvaluation
 from ganforge.callbacks.progress import IterationProgress
-from ganforge.cli import record_job, report_user_errors, run_hydra_main
+from ganforge.cli import config_dir, record_job, report_user_errors, run_hydra_main
 from ganforge.errors import ConfigError, GanforgeError, NonFiniteLossError, NonFiniteWeightsError
 from ganforge.metrics.fetch_inception import ensure_weights
 from ganforge.metrics.registry import INCEPTION
@@ -38,12 +38,6 @@ from ganforge.system import GANSystem
 log = logging.getLogger("ganforge")
 # Callbacks that write checkpoints atomically (through a `*.ckpt.tmp`) into their `dirpath`.
 CHECKPOINT_WRITERS = (IterationCheckpoint, PeriodicEvaluation)
-
-
-def config_dir() -> Path:
-    """`conf/` inside an installed wheel, else the repository's top-level `conf/` (editable)."""
-    packaged = Path(__file__).with_name("conf")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ganforge.cli import config_dir
 from ganforge.errors import ConfigError, check_int
 from ganforge.metrics.toy2d import QUALITY_SIGMAS
 from ganforge.models.protocols import is_image_data
 from ganforge.overrides import check_overrides, config_loader
 from ganforge.preflight import check_config, check_loggers
-from ganforge.train import config_dir
 
 if TYPE_CHECKING:
     from ganforge.reproduce.options import Options
