@@ -49,6 +49,7 @@ def test_an_acgan_discriminator_is_compiled_where_the_step_calls_it() -> None:
     assert "judge" not in "".join(system.state_dict())
 
 
+@pytest.mark.slow  # G's and D's compiles: 4-22 s on 2 loaded cores
 def test_nan_policy_skip_skips_a_compiled_update() -> None:
     # A skipped update returns from the step between D's compiled forward and its backward.
     system, dm = toy_system(max_iters=6, nan_policy="skip", compile=True)
