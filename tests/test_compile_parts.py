@@ -33,8 +33,6 @@ def test_an_acgan_discriminator_is_compiled_where_the_step_calls_it() -> None:
     system, _ = toy_system(
         generator=mlp.Generator(z_dim=8, **acgan),
         discriminator=mlp.Discriminator(**acgan),
-        conditional="acgan",
-        n_classes=3,
         compile=True,
     )
     system.configure_model()

@@ -260,7 +260,7 @@ def test_penalties_judge_reals_and_interpolates_with_real_labels_and_fakes_with_
     G = mlp.Generator(z_dim=8, hidden=16, depth=1, dim=2, conditional="projection", n_classes=8)
     D = mlp.Discriminator(hidden=16, depth=1, dim=2, conditional="projection", n_classes=8)
     system, _ = toy_system(
-        generator=G, discriminator=D, conditional="projection", n_classes=8,
+        generator=G, discriminator=D,
         gp_weight=1.0, r1_gamma=1.0, r2_gamma=1.0,
     )  # fmt: skip
     seen: list[torch.Tensor] = []

@@ -31,7 +31,7 @@ def image_nets(kind: str) -> dict:
         G = mlp.Generator(
             z_dim=8, hidden=16, depth=1, channels=1, image_size=8, conditional=cond, n_classes=n
         )
-    return {"generator": G, "discriminator": D, "conditional": cond, "n_classes": n}
+    return {"generator": G, "discriminator": D}
 
 
 def batches(kind: str, dtype=torch.float32):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from conftest import quiet_trainer, toy_system
+from ganforge.errors import ConfigError
 from ganforge.losses import GANLoss
 from ganforge.models import mlp
 from ganforge.system import GANSystem
@@ -216,9 +217,7 @@ def test_lazy_r1_is_logged_where_it_is_applied(monkeypatch) -> None:
 def test_acgan_logs_its_auxiliary_term_beside_d_loss() -> None:
     G = mlp.Generator(z_dim=8, hidden=32, depth=2, dim=2, conditional="acgan", n_classes=8)
     D = mlp.Discriminator(hidden=32, depth=2, dim=2, conditional="acgan", n_classes=8)
-    system, dm = toy_system(
-        generator=G, discriminator=D, conditional="acgan", n_classes=8, max_iters=2
-    )
+    system, dm = toy_system(generator=G, discriminator=D, max_iters=2)
     rows = log_rows(system)
     quiet_trainer().fit(system, dm)
     for row in rows.values():
@@ -226,3 +225,14 @@ def test_acgan_logs_its_auxiliary_term_beside_d_loss() -> None:
         assert row["train/d_loss"] == pytest.approx(
             row["train/d_adv"] + row["train/d_aux"], rel=1e-5, abs=1e-6
         )
+
+
+def test_g_and_d_disagreeing_on_conditioning_is_one_clear_error() -> None:
+    # Whether the model is conditional, and on how many classes, is the networks' own fact.
+    G = mlp.Generator(z_dim=8, hidden=16, depth=1, dim=2)
+    D = mlp.Discriminator(hidden=16, depth=1, dim=2, conditional="projection", n_classes=8)
+    with pytest.raises(ConfigError, match=r"n_classes=None .*conditional=projection.*model\.cond"):
+        toy_system(generator=G, discriminator=D)
+    G = mlp.Generator(z_dim=8, hidden=16, depth=1, dim=2, conditional="projection", n_classes=8)
+    system = toy_system(generator=G, discriminator=D, n_fixed=16)[0]
+    assert system.n_classes == 8 and system.fixed_y.tolist() == [c for c in range(8) for _ in "ab"]

@@ -79,7 +79,8 @@ def test_paper_hyperparameters_reach_the_system(tmp_path: Path) -> None:
     assert cfg.system.n_critic == 5 and list(cfg.optim.betas) == [0.0, 0.9]
     assert cfg.system.lr_decay == "linear" and cfg.system.discriminator.spectral_norm
     cfg = compose_train(tmp_path, "experiment=projection_cifar10")
-    assert cfg.system.conditional == "projection" and cfg.system.n_classes == 10
+    assert cfg.system.discriminator.conditional == "projection"
+    assert cfg.system.generator.n_classes == 10
     cfg = compose_train(tmp_path, "experiment=pacgan_grid")
     assert cfg.system.discriminator.pack * 100 == cfg.data.batch_size
 
@@ -88,7 +89,7 @@ def test_paper_hyperparameters_reach_the_system(tmp_path: Path) -> None:
 def conditional_toy_system(conditional: str = "projection", **kwargs):
     G = mlp.Generator(z_dim=8, hidden=32, depth=2, dim=2, conditional=conditional, n_classes=8)
     D = mlp.Discriminator(hidden=32, depth=2, dim=2, conditional=conditional, n_classes=8)
-    return toy_system(generator=G, discriminator=D, conditional=conditional, n_classes=8, **kwargs)
+    return toy_system(generator=G, discriminator=D, **kwargs)
 
 
 def spy_calls(obj: object, attr: str = "forward") -> list[tuple]:

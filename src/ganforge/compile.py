@@ -8,7 +8,8 @@ What is compiled, and what stays eager (the run's first log line names each):
 - G's and D's forwards (and so their backwards): every training update; an ACGAN's D.judge too.
 - D stays eager where a penalty differentiates it (create_graph=True; AOTAutograd's compiled
   graphs have no double backward): the gradient penalty's own forward on interpolates, and, in
-  the D updates where R1 or R2 is due, D's loss forward they are read off (system.py, _judge).
+  the D updates where R1 or R2 is due, D's loss forward they are read off
+  (regularizers.judge_with_penalties).
 - A network with parametrized weights (spectral norm) stays eager (see PARAMETRIZED).
 - The EMA generator stays eager: it only samples, every few hundred iterations.
 
@@ -131,7 +132,7 @@ def compile_system(system: Any) -> None:
             continue
         net.compile(mode=mode, dynamic=s.compile_dynamic)
         compiled.append(name)
-    if "D" in compiled and s.conditional == "acgan":
+    if "D" in compiled and system.conditional == "acgan":
         # GANSystem.discriminate calls an ACGAN's D.judge (logits and class logits), not D's
         # __call__: judge is compiled too, as an instance attribute (outside the state dict), once.
         if "judge" not in vars(system.D):

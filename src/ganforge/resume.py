@@ -30,7 +30,7 @@ class ResumeRecord:
             iteration=system.iteration,
             loss=system.loss.name,
             has_ema=system.G_ema is not None,
-            conditional=system.settings.conditional,
+            conditional=system.conditional,
             n_classes=system.n_classes,
             meta=system.hparams.meta or {},
             noise_rng=system.noise.get_state(),

@@ -6,9 +6,10 @@ node is its fields at their defaults (registered below as `system_settings`, whi
 `ganforge-train system.n_critic=2` works for every field and `ganforge-train --cfg job` lists
 them all. `GANSystem(G, D, loss, g_optimizer, d_optimizer, meta, **settings)` takes them as
 keywords, so a notebook or a test writes `GANSystem(..., n_critic=5, ema_decay=None)`. Each error
-names the config key the user types: `train.max_iters`, `optim.decay` and `model.conditional`
-are read from other groups. The NaN policy's three settings are checked by `NanGuard`, which they
-configure.
+names the config key the user types: `train.max_iters` and `optim.decay` are read from other
+groups. Whether the model is class-conditional, and on how many classes, is the networks' own
+fact (G's `n_classes`, D's `conditional`; `models.protocols`), as D's `pack` is. The NaN
+policy's three settings are checked by `NanGuard`, which they configure.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from hydra.core.config_store import ConfigStore
 from ganforge.compile import check_backend, check_dynamic, check_mode
 from ganforge.errors import ConfigError, check_int, is_number
 from ganforge.health.settings import HealthSettings
-from ganforge.models.layers import check_conditional
 from ganforge.regularizers import PENALTIES
 from ganforge.schedules import check_schedules
 
@@ -46,8 +46,6 @@ class Settings:
     # DiffAugment (Zhao et al. 2020): None or a subset of "color,translation,cutout"; on the
     # command line quote the commas for Hydra: "system.diffaugment='color,translation,cutout'"
     diffaugment: str | None = None
-    conditional: str = "none"  # none | projection | acgan (model.conditional)
-    n_classes: int | None = None  # the data's classes (data.n_classes); None: unconditional
     # --- The generator's running average
     # The EMA generator, used for samples and evaluation; None disables it.
     ema_decay: float | None = 0.999
@@ -125,8 +123,6 @@ class Settings:
         decay = self.ema_decay
         if decay is not None and not 0.0 < decay < 1.0:
             raise ConfigError(f"system.ema_decay={decay} must be in (0, 1), or null to disable")
-        # The class count is kept only for a conditional model (None otherwise).
-        object.__setattr__(self, "n_classes", check_conditional(self.conditional, self.n_classes))
         check_schedules(self)
         check_dynamic(self.compile_dynamic)
         check_backend(check_mode(self.compile))  # inductor's compiler, before any work

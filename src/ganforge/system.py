@@ -33,7 +33,12 @@ from ganforge.compile import CompileReport, compile_system
 from ganforge.errors import ConfigError
 from ganforge.gradients import clip_or_measure
 from ganforge.losses import GANLoss
-from ganforge.models.protocols import check_discriminator, check_generator, run_generator
+from ganforge.models.protocols import (
+    check_conditional_pair,
+    check_discriminator,
+    check_generator,
+    run_generator,
+)
 from ganforge.nan_guard import NanGuard
 from ganforge.noise import TrainingNoise, fixed_inputs
 from ganforge.optimizers import OptimizerFactory
@@ -63,8 +68,8 @@ class GANSystem(L.LightningModule):
         # option that built it, not with an AttributeError deep in the first step.
         check_generator(generator)
         check_discriminator(discriminator)
+        check_conditional_pair(generator, discriminator)
         self.settings = s = Settings(**settings)
-        _check_discriminator_conditional(discriminator, s.conditional)
         self.nan_guard = NanGuard(s.nan_policy, s.max_skips, s.max_consecutive_skips)
         self.schedules = Schedules.of(s)  # rebuilt for the world size in configure_optimizers
         # Plain values only (modules and factories pickled into the checkpoint would break
@@ -73,18 +78,21 @@ class GANSystem(L.LightningModule):
         self.automatic_optimization = False
         self.G, self.D, self.loss = generator, discriminator, loss
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.n_critic, self.max_iters, self.n_classes = s.n_critic, s.max_iters, s.n_classes
-        self.augment_policy = parse_policy(s.diffaugment)
-        # PacGAN: D scores packs of `pack` samples; the penalties need to know it.
+        self.n_critic, self.max_iters = s.n_critic, s.max_iters
+        # The networks' facts, read once: G's classes (None: unconditional), how D reads labels
+        # (models/protocols.py), and PacGAN's pack (D scores packs of `pack` samples).
+        self.n_classes: int | None = generator.n_classes
+        self.conditional: str = discriminator.conditional
         self.pack: int = discriminator.pack
+        self.augment_policy = parse_policy(s.diffaugment)
         self.G_ema = None if s.ema_decay is None else ema.averaged_copy(generator)
         self.iteration = 0  # GAN iterations = generator updates; saved in the checkpoint
-        z, y = fixed_inputs(s.n_fixed, s.seed, generator.z_dim, s.n_classes)
+        z, y = fixed_inputs(s.n_fixed, s.seed, generator.z_dim, self.n_classes)
         # Persistent buffers: saved and restored with the weights, so grids stay comparable.
         # (fixed_y is None, and absent from the state dict, for an unconditional model.)
         self.register_buffer("fixed_z", z)
         self.register_buffer("fixed_y", y)
-        self.noise = TrainingNoise(s.seed, generator.z_dim, s.n_classes)
+        self.noise = TrainingNoise(s.seed, generator.z_dim, self.n_classes)
         self.last_metrics: dict[str, float] = {}
         self._grad_norms: dict[str, Tensor] = {}
         self.resume = ResumeRecord()  # the exact-resume state in the checkpoint (resume.py)
@@ -129,7 +137,7 @@ class GANSystem(L.LightningModule):
         when unconditional), and its per-sample class logits when it is an ACGAN (else None)."""
         if self.augment_policy:
             x = diff_augment(x, self.augment_policy)
-        if self.settings.conditional == "acgan":
+        if self.conditional == "acgan":
             return self.D.judge(x, y)
         return (self.D(x) if y is None else self.D(x, y)), None
 
@@ -218,7 +226,7 @@ class GANSystem(L.LightningModule):
             return [None] * n
         if "label" not in batch:
             raise ConfigError(
-                f"model.conditional={self.settings.conditional} needs labelled data, but the "
+                f"model.conditional={self.conditional} needs labelled data, but the "
                 "batches have no labels; use a labelled dataset (data.labels=true for "
                 "data=image_folder) or model.conditional=none"
             )
@@ -286,12 +294,3 @@ class GANSystem(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resume.load(self, checkpoint)
-
-
-def _check_discriminator_conditional(discriminator: nn.Module, conditional: str) -> None:
-    built_as = discriminator.conditional  # check_discriminator made sure it is there
-    if built_as != conditional:
-        raise ConfigError(
-            f"system.conditional={conditional} but the discriminator was built with "
-            f"conditional={built_as}; set both from model.conditional"
-        )

@@ -151,6 +151,13 @@ def check_models(
             f"model.generator ({class_path(g)}) draws {g.output_kind}s but data={data} holds "
             f"{want}s; pick a model for this data (e.g. model=mlp works on both)"
         )
+    check_conditional_pair(g, d)
+
+
+def check_conditional_pair(generator: Any, discriminator: Any) -> None:
+    """G and D agree on whether the model is class-conditional: the networks are the one owner
+    of that fact (G's `n_classes`, D's `conditional`), and this the one check of it."""
+    g, d = generator, discriminator
     if (g.n_classes is None) != (d.conditional == "none"):
         raise ConfigError(
             f"model.generator ({class_path(g)}) has n_classes={g.n_classes} but "
