@@ -31,6 +31,8 @@ def config_dir() -> Path:
     folder before its first line."""
     packaged = Path(__file__).with_name("conf")
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
 T = TypeVar("T")
 
 # Jobs of this process's multirun that stopped on a user error (their messages were logged).
