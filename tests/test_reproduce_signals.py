@@ -25,18 +25,11 @@ from ganforge.reproduce.processes import (
     note_child,
     release,
 )
+from test_reproduce import QUIET
+from test_reproduce import TINY as SMALL
 
-# Tiny networks and data: the harness's code path, not the paper's numbers.
-TINY = [
-    "model.generator.hidden=16",
-    "model.generator.depth=1",
-    "model.discriminator.hidden=16",
-    "model.discriminator.depth=1",
-    "data.n_samples=2000",
-    "trainer.enable_progress_bar=false",
-    "callbacks.samples=null",
-    "callbacks.plots=null",
-]
+# test_reproduce's tiny networks and data, without sample grids or plots.
+TINY = [*SMALL, *(o for o in QUIET if o not in SMALL)]
 # Up (its SIGTERM handler set, if any) once it printed its line; "deaf" ignores SIGTERM.
 SLEEPER = """import signal, sys, time
 if "deaf" in sys.argv:
