@@ -33,7 +33,8 @@ REMEDIES = {
     "(system.grad_clip_d=10 system.grad_clip_g=10), add a penalty (system.r1_gamma=10), "
     "trainer.precision=32-true",
     "stalled": "check that G learns (optim.lr_g > 0, G's parameters trainable); if it does, the "
-    "run may be done: keep checkpoints/best_fid.ckpt, or raise the learning rates / lower "
+    "run may be done: keep its best checkpoint (checkpoints/best_<metric>.ckpt, e.g. best_fid), "
+    "or raise the learning rates / lower "
     "system.n_critic",
 }
 COLORS = {
