@@ -1,5 +1,6 @@
 """`ganforge-eval` says what it will do before it loads torch, Lightning or the checkpoint, then
-names each phase with its count and time (#23: it used to print nothing for its first ~30 s)."""
+names each phase with its count and time (#23: it used to print nothing for its first ~30 s);
+`ganforge-sample` says its first line before torch too (it took ~16 s)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ class Watch(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Watch())
-from ganforge.eval import main
-sys.argv = ["ganforge-eval", *sys.argv[1:]]
+from ganforge.{command} import main
+sys.argv = ["ganforge-{command}", *sys.argv[1:]]
 main()
 """
 
 
-def test_the_first_line_comes_before_torch_is_imported(tmp_path: Path) -> None:
-    ckpt = tmp_path / "run" / "last.ckpt"
+def lines_before_torch(tmp_path: Path, command: str, *args: str) -> list[str]:
+    """What `ganforge-<command> args` prints before it first imports torch (which it must)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, f"ckpt={ckpt}", "metrics.n_samples=100"],
+        [sys.executable, "-c", DRIVER.format(command=command), *args],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -52,7 +53,13 @@ def test_the_first_line_comes_before_torch_is_imported(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert lines and lines[-1] == "IMPORT torch", lines
-    said = [line for line in lines[:-1] if "ganforge-eval:" in line]
+    return lines[:-1]
+
+
+def test_the_first_line_comes_before_torch_is_imported(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run" / "last.ckpt"
+    lines = lines_before_torch(tmp_path, "eval", f"ckpt={ckpt}", "metrics.n_samples=100")
+    said = [line for line in lines if "ganforge-eval:" in line]
     assert len(said) == 1, lines
     assert f"ckpt={ckpt}:" in said[0]
     assert "metrics.names=[fid,kid,pr,stacked_modes,modes2d]" in said[0]
@@ -93,9 +100,18 @@ def test_the_first_line_precedes_reading_the_checkpoint(
     ]
 
 
-def test_importing_the_command_loads_neither_torch_nor_lightning() -> None:
+def test_sample_says_its_first_line_before_torch_is_imported(tmp_path: Path) -> None:
+    ckpt, out = tmp_path / "run" / "last.ckpt", tmp_path / "grid.png"
+    lines = lines_before_torch(tmp_path, "sample", f"ckpt={ckpt}", "n=16", f"out={out}")
+    said = [line for line in lines if "ganforge-sample:" in line]
+    assert len(said) == 1, lines
+    assert f"ckpt={ckpt}, n=16, out={out}; loading torch" in said[0]
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_importing_the_command_loads_neither_torch_nor_lightning(command: str) -> None:
     code = (
-        "import sys, ganforge.eval; "
+        f"import sys, ganforge.{command}; "
         "print(sorted(m for m in ('torch', 'lightning', 'ganforge.train') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,28 +8,29 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import torch
 from omegaconf import DictConfig
-from torch import Tensor, nn
 
-from ganforge import checkpoint
-from ganforge.callbacks.images import image_grid
-from ganforge.callbacks.samples import scatter_image
 from ganforge.cli import config_dir, report_user_errors, run_hydra_main
 from ganforge.errors import CheckpointError, ConfigError, check_bool, check_int
-from ganforge.evaluation.progress import with_progress
 from ganforge.metrics.files import atomic_write_bytes
-from ganforge.models.protocols import check_generator, is_image, run_generator
 from ganforge.outputs import writable_file
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+# torch, Lightning and the checkpoint reader are imported where they are used, so the command's
+# first line is out within a second of launch (their import takes ~10 s on a busy CPU).
 log = logging.getLogger("ganforge")
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     """Spherical interpolation: Gaussian latents live near a sphere, where a straight line would
     pass through low-density, atypically small-norm points (White 2016)."""
+    import torch
+
     a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
     omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
     so = torch.sin(omega)
@@ -38,6 +39,8 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 def latents(z_dim: int, n: int, interpolate: bool, steps: int, seed: int) -> tuple[Tensor, int]:
     """The noise batch and the grid's row length."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     if not interpolate:
         return torch.randn(n, z_dim, generator=g), max(1, round(n**0.5))
@@ -49,6 +52,8 @@ def latents(z_dim: int, n: int, interpolate: bool, steps: int, seed: int) -> tup
 
 def class_labels(n_classes: int | None, n: int, label: int | None, per_row: int) -> Tensor | None:
     """Labels for a conditional generator: one class per row, or all `label`."""
+    import torch
+
     if not n_classes:
         if label is not None:
             raise ConfigError(f"label={label} but this generator is not class-conditional")
@@ -60,17 +65,22 @@ def class_labels(n_classes: int | None, n: int, label: int | None, per_row: int)
     return (torch.arange(n) // per_row) % n_classes
 
 
-@torch.no_grad()
 def generate(net: nn.Module, z: Tensor, y: Tensor | None, batch: int = 256) -> Tensor:
     """G's samples for `z` (and labels `y`) in batches; more than one batch logs its progress
     (`sampling: 2560/10000 samples (...)` once it takes a while, and its count and time)."""
+    import torch
+
+    from ganforge.evaluation.progress import with_progress
+    from ganforge.models.protocols import run_generator
+
     drawn = (
         run_generator(net, z[i : i + batch], None if y is None else y[i : i + batch])
         for i in range(0, z.shape[0], batch)
     )
     if z.shape[0] > batch:
         drawn = with_progress(drawn, z.shape[0], "samples", stage="sampling")
-    return torch.cat(list(drawn))
+    with torch.no_grad():
+        return torch.cat(list(drawn))
 
 
 # Samples in one picture at most: a 100x100 grid is already larger than any screen.
@@ -96,6 +106,8 @@ def image_format(out: Path) -> str:
 def check_options(cfg: DictConfig) -> tuple[str, ...]:
     """Every option as the value it must be, before the checkpoint is read; returns the
     allowed model classes."""
+    from ganforge import checkpoint
+
     allowed = checkpoint.allowed_option(cfg.get(checkpoint.ALLOWED_KEY))
     check_int("n", cfg.n)
     if cfg.n > MAX_SAMPLES:
@@ -114,6 +126,13 @@ def check_options(cfg: DictConfig) -> tuple[str, ...]:
 
 def sample(cfg: DictConfig) -> Path:
     """Write the picture asked for by `cfg` and return its path."""
+    import torch
+
+    from ganforge import checkpoint
+    from ganforge.callbacks.images import image_grid
+    from ganforge.callbacks.samples import scatter_image
+    from ganforge.models.protocols import check_generator, is_image
+
     allowed = check_options(cfg)
     out = Path(cfg.out).expanduser()
     if out.is_dir():
@@ -162,6 +181,12 @@ def sample(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
+    log.info(
+        "ganforge-sample: ckpt=%s, n=%s, out=%s; loading torch, Lightning and the checkpoint",
+        cfg.get("ckpt"),
+        cfg.get("n"),
+        cfg.get("out"),
+    )
     sample(cfg)
 
 
