@@ -57,12 +57,9 @@ class HealthMonitor(L.Callback):
         interval, warm-up, patience, probe size, the rules' thresholds, `on_<state>` actions),
         e.g. `HealthMonitor(dirpath, every_n_iters=1, on_mode_collapse="stop")`."""
         self.settings = s = HealthSettings(**settings)
-        self._given = (s.every_n_iters, s.warmup_iters)
-        self.on_state = s.on_state
         self.dirpath = Path(dirpath)
         self.every_n_iters = s.every_n_iters or DEFAULT_EVERY  # until the run's length is known
         self.warmup_iters = DEFAULT_WARMUP if s.warmup_iters is None else s.warmup_iters
-        self.patience, self.probe_size = s.patience, s.probe_size
         self.diagnoser: Diagnoser | None = None
         self.episodes: list[dict[str, Any]] = []
         self.history: list[tuple[int, dict[str, float]]] = []
@@ -90,7 +87,7 @@ class HealthMonitor(L.Callback):
         if self._off(trainer):
             return
         self._scale_to(getattr(pl_module, "max_iters", None))
-        self.diagnoser = Diagnoser(self.settings, self.patience, pl_module.loss)
+        self.diagnoser = Diagnoser(self.settings, self.settings.patience, pl_module.loss)
         if self._diagnoser_state is not None:  # resumed: continue the references and tracks
             self.diagnoser.load_state_dict(self._diagnoser_state)
             self._diagnoser_state = None
@@ -114,7 +111,7 @@ class HealthMonitor(L.Callback):
         least MIN_PROBES probes and a warm-up of at most a tenth of the run (patience counts
         probes, so it shrinks with them). 300 iterations: a probe every 15, warm-up 30, a state
         raised from iteration 60 at the earliest. Values set explicitly are kept."""
-        every, warmup = self._given
+        every, warmup = self.settings.every_n_iters, self.settings.warmup_iters
         if not max_iters:
             return
         if every is None:
@@ -208,7 +205,7 @@ class HealthMonitor(L.Callback):
 
     def _probe(self, pl_module: Any, batch: dict[str, Tensor]) -> dict[str, float]:
         """The one extra pass: D on real and on fixed-noise fakes, no grad, no side effects."""
-        n = self._n(pl_module, min(self.probe_size, batch["x"].shape[0]))
+        n = self._n(pl_module, min(self.settings.probe_size, batch["x"].shape[0]))
         if n > batch["x"].shape[0]:
             return {}
         real = batch["x"][:n]
@@ -240,7 +237,7 @@ class HealthMonitor(L.Callback):
 
     # --- acting -------------------------------------------------------------------------------
     def _act(self, trainer: L.Trainer, pl_module: Any, event: Event) -> None:
-        action = self.on_state[event.state]
+        action = self.settings.on_state[event.state]
         if event.cleared:
             for ep in reversed(self.episodes):
                 if ep["state"] == event.state and ep["end"] is None:
