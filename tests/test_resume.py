@@ -94,3 +94,23 @@ def test_resume_auto_skips_an_unreadable_newest_last_ckpt(
     assert f"resume=auto: skipping {broken}" in caplog.text
     assert f"resume=auto: continuing {good}" in caplog.text
     assert metrics["train/iterations"] == 7
+
+
+def test_a_run_resumed_in_its_own_directory_keeps_its_metrics(tmp_path: Path) -> None:
+    """ganforge-reproduce resumes a killed run in the run's own directory, where Lightning's CSV
+    logger deleted csv/metrics.csv: the curves before the kill were lost. Now the rows up to the
+    checkpoint stay, the ones after it (and a row cut off by the kill) go, and the resumed run logs
+    those iterations again: the file equals a straight run's."""
+    tiny = [o for o in TINY if o != "logger=none"]
+    tiny += ["logger=csv", "train.log_every=1", "callbacks.checkpoint.every_n_iters=5"]
+    train(compose_train(tmp_path / "whole", *tiny, "train.max_iters=12"))
+    run = tmp_path / "killed"
+    train(compose_train(run, *tiny, "train.max_iters=8"))
+    rows = run / "csv" / "metrics.csv"
+    with open(rows, "a") as f:
+        f.write("0.5,0.2")  # a row the kill cut off
+    at_5 = run / "checkpoints" / "iter_0000005.ckpt"
+    train(compose_train(run, *tiny, "train.max_iters=12", f"ckpt_path={at_5}"))
+    straight = (tmp_path / "whole" / "csv" / "metrics.csv").read_text()
+    assert rows.read_text() == straight
+    assert "\n12," in straight or ",12," in straight  # the file holds the whole run

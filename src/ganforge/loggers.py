@@ -10,6 +10,7 @@ gets the settings that matter with the final metrics.
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.report.table import flat
@@ -139,3 +143,56 @@ def finish(loggers: list[Logger]) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish()
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSV logger, except that a run resumed into its own directory keeps what it
+    logged up to the checkpoint (`keep_until`, its iteration). Lightning's deletes an existing
+    csv/metrics.csv, so a run that ganforge-reproduce resumed after a kill lost its curves: the
+    mode counts over iterations, ganforge-report's plots. Rows after the checkpoint go, because
+    the resumed run logs those iterations again (the same values: resume is exact)."""
+
+    def __init__(self, *args: Any, keep_until: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_until = keep_until
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(self.log_dir, self._keep_until)
+        return self._experiment
+
+
+class _KeepingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, keep_until: int | None) -> None:
+        self._keep_until = keep_until
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if self._keep_until is None or not path.is_file():
+            super()._check_log_dir_exists()  # a fresh run: Lightning's own rule
+            return
+        text = path.read_text()
+        if not text.endswith("\n"):  # the last row was cut off by the kill
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(text.splitlines())
+        header = list(reader.fieldnames or [])
+        kept = [row for row in reader if _step(row) is not None and _step(row) <= self._keep_until]
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(path)
+        # Lightning's writer appends under this header and rewrites the file when a key is new.
+        self.metrics_keys = header
+
+
+def _step(row: dict[str, str | None]) -> int | None:
+    try:
+        return int(float(row.get("step") or ""))
+    except ValueError:
+        return None

@@ -78,7 +78,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(IterationProgress(cfg.train.get("max_iters"), cfg.train.log_every))
     # A logger set to null (e.g. `logger.csv=null` beside W&B) is switched off.
     loggers = [
-        build(c, **_resume_wandb(name, c, record), **_wandb_run(name, cfg, c))
+        build(
+            c,
+            **_resume_wandb(name, c, record),
+            **_wandb_run(name, cfg, c),
+            **_resume_csv(c, record),
+        )
         for name, c in (cfg.get("logger") or {}).items()
         if c is not None
     ]
@@ -187,6 +192,14 @@ def _resume_wandb(name: str, node: DictConfig, record: dict[str, Any]) -> dict[s
         return {}
     run_id = checkpoint.resume_state(record).wandb_run_id
     return {"id": run_id} if run_id else {}
+
+
+def _resume_csv(node: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """On resume, the checkpoint's iteration: ganforge's CSV logger keeps the rows up to it when
+    the run continues in its own directory (ganforge-reproduce's do; Lightning's deletes them)."""
+    if not record or node.get("_target_") != "ganforge.loggers.CSVLogger":
+        return {}
+    return {"keep_until": checkpoint.resume_state(record).iteration}
 
 
 def _auto_resume(cfg: DictConfig) -> str | None:

@@ -66,5 +66,6 @@ def logged_metrics(
         cfg, "callbacks.evaluation.evaluator.n_samples"
     )
     steps = sorted(set(step.values()))
-    note = f"last periodic evaluation (iteration {', '.join(map(str, steps)) or 'none'})"
+    at = ", ".join(map(str, steps)) or "none"
+    note = f"end-of-training evaluation, as logged (iteration {at})"
     return last, dict.fromkeys(last, evaluation), note
