@@ -180,7 +180,7 @@ class _KeepingWriter(ExperimentWriter):
             text = text[: text.rfind("\n") + 1]
         reader = csv.DictReader(text.splitlines())
         header = list(reader.fieldnames or [])
-        kept = [row for row in reader if _step(row) is not None and _step(row) <= self._keep_until]
+        kept = [r for r in reader if (step := _step(r)) is not None and step <= self._keep_until]
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header)
